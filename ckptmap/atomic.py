@@ -1,0 +1,112 @@
+"""All-or-nothing output: write to temporary files beside the destination, then rename.
+
+A checkpoint may be several files (a TF bundle is an index, data shards and a state file). They
+are written under hidden temporary names in the destination's own directory (so the final
+`os.replace` is a rename on one file system, atomic on POSIX) and moved into place only when every
+one of them is complete. Any exception, Ctrl-C included, removes the temporaries and any directory
+this run created, so a failed run leaves nothing behind and a finished name is never half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from .errors import WriteError
+
+
+class AtomicFiles:
+    """Context manager: `with AtomicFiles([a, b]) as out: write(out.temp(a)); write(out.temp(b))`.
+
+    Files are renamed in the order given, so put the file that marks a checkpoint complete (a TF
+    `.index`) last: a reader never sees an index whose data is not yet there.
+    """
+
+    def __init__(self, finals: Sequence[Path]) -> None:
+        self.finals = [Path(p) for p in finals]
+        self._temps: dict[Path, Path] = {}
+        self._created_dirs: list[Path] = []
+
+    def __enter__(self) -> AtomicFiles:
+        for final in self.finals:
+            self._make_parents(final.parent)
+            self._temps[final] = final.parent / f".{final.name}.ckptmap-{secrets.token_hex(4)}.tmp"
+        return self
+
+    def temp(self, final: Path) -> Path:
+        return self._temps[Path(final)]
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            try:
+                self._commit()
+                return
+            except OSError as e:
+                self._cleanup()
+                raise WriteError(
+                    f"{self.finals[0]}: could not move the finished output into place ({e})."
+                ) from e
+        self._cleanup()
+
+    def _commit(self) -> None:
+        for final in self.finals:
+            temp = self._temps[final]
+            if not temp.exists():
+                raise OSError(f"{temp} was never written")
+            _fsync(temp)
+        for final in self.finals:
+            os.replace(self._temps[final], final)
+        for directory in {f.parent for f in self.finals}:
+            _fsync_dir(directory)
+
+    def _cleanup(self) -> None:
+        for temp in self._temps.values():
+            with contextlib.suppress(OSError):  # already gone, or a failing disk: best effort
+                temp.unlink()
+        for directory in reversed(self._created_dirs):
+            with contextlib.suppress(OSError):  # not empty: something else put a file there
+                directory.rmdir()
+
+    def _make_parents(self, directory: Path) -> None:
+        missing: list[Path] = []
+        d = directory
+        while not d.exists():
+            missing.append(d)
+            d = d.parent
+        try:
+            for m in reversed(missing):
+                m.mkdir()
+                self._created_dirs.append(m)
+        except OSError as e:
+            self._cleanup()
+            raise WriteError(f"{directory}: cannot create the output directory ({e.strerror or e}).") from e
+        if not os.access(directory, os.W_OK):
+            self._cleanup()
+            raise WriteError(f"{directory}: the output directory is not writable.")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,272 @@
+"""TF1 cells: which variables each cell creates, and the scopes TF wraps them in.
+
+Names below are those of TF >= 1.2 (`tf.compat.v1.nn.rnn_cell`, tensorflow/python/ops/rnn_cell_impl.py
+and rnn.py). A cell's variables sit under its own scope (`lstm_cell`), under the structure scopes
+TF adds: `rnn` (dynamic_rnn), `multi_rnn_cell/cell_<k>` (MultiRNNCell), `bidirectional_rnn/fw|bw`
+(bidirectional_dynamic_rnn), `stack_bidirectional_rnn/cell_<k>/bidirectional_rnn/fw|bw`
+(contrib stack_bidirectional_dynamic_rnn). What is left in front is the user's own scope.
+Names of TF <= 1.1 are handled by the `tf1-legacy-names` mapping, not here.
+
+The same table serves both ways: `find` reads cells out of a checkpoint, `member_name` writes the
+names a freshly built graph would look for.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from ..errors import MappingError
+from ..tree import TensorEntry
+from .model import NOTE_UNEVEN, RNN, STACK_LAYERS, STACK_PER_DIRECTION, CellRef
+
+
+@dataclass(frozen=True)
+class TF1Cell:
+    cell_type: str
+    kind: str
+    scope_name: str  # the variable scope the cell opens under its parent
+    members: Mapping[str, str]  # role -> path under the cell scope; all required
+    optional: Mapping[str, str] = field(default_factory=dict)
+
+
+CELLS: tuple[TF1Cell, ...] = (
+    TF1Cell(
+        "LSTMCell",
+        "lstm",
+        "lstm_cell",
+        {"kernel": "kernel", "bias": "bias"},
+        {
+            "w_f_diag": "w_f_diag",
+            "w_i_diag": "w_i_diag",
+            "w_o_diag": "w_o_diag",
+            "projection_kernel": "projection/kernel",
+        },
+    ),
+    TF1Cell("BasicLSTMCell", "lstm", "basic_lstm_cell", {"kernel": "kernel", "bias": "bias"}),
+    TF1Cell(
+        "GRUCell",
+        "gru",
+        "gru_cell",
+        {
+            "gates_kernel": "gates/kernel",
+            "gates_bias": "gates/bias",
+            "candidate_kernel": "candidate/kernel",
+            "candidate_bias": "candidate/bias",
+        },
+    ),
+    TF1Cell("BasicRNNCell", "rnn", "basic_rnn_cell", {"kernel": "kernel", "bias": "bias"}),
+)
+_BY_SCOPE = {c.scope_name: c for c in CELLS}
+_LSTM = _BY_SCOPE["lstm_cell"]
+_PEEPHOLES = ("w_f_diag", "w_i_diag", "w_o_diag")
+_CELL_K = re.compile(r"cell_(\d+)")
+
+
+@dataclass(frozen=True)
+class _Found:
+    spec: TF1Cell
+    scope: str  # full scope of the cell
+    members: dict[str, str]
+    input_size: int
+    units: int
+    proj: int | None
+    dtype: str
+
+
+@dataclass(frozen=True)
+class _Place:
+    user_scope: str
+    form: str  # "rnn" | "bidi" | "stack_bidi"
+    layer: int
+    reverse: bool
+
+
+def find(entries: Mapping[str, TensorEntry]) -> list[RNN]:
+    """Every TF1 RNN in `entries` (weights only), grouped from its cells."""
+    groups: dict[tuple[str, str], list[tuple[_Place, _Found]]] = {}
+    for found in _find_cells(entries):
+        place = _parse_place(found.scope)
+        groups.setdefault((place.user_scope, place.form), []).append((place, found))
+    rnns = [rnn for (scope, form), cells in groups.items() if (rnn := _group_rnn(scope, form, cells))]
+    return rnns
+
+
+def cell_scope(target: RNN, layer: int, reverse: bool) -> str:
+    """The scope a fresh TF1 graph gives this cell (inverse of `_parse_place`)."""
+    parts = [target.scope] if target.scope else []
+    direction = "bw" if reverse else "fw"
+    if not target.bidirectional:
+        parts.append("rnn")
+        if target.layers > 1:
+            parts += ["multi_rnn_cell", f"cell_{layer}"]
+    elif target.layers == 1:
+        parts += ["bidirectional_rnn", direction]
+    elif target.stacking == STACK_PER_DIRECTION:
+        parts += ["bidirectional_rnn", direction, "multi_rnn_cell", f"cell_{layer}"]
+    else:
+        parts += ["stack_bidirectional_rnn", f"cell_{layer}", "bidirectional_rnn", direction]
+    parts.append(target.cell_name or _default_spec(target.kind).scope_name)
+    return "/".join(parts)
+
+
+def member_name(target: RNN, layer: int, reverse: bool, role: str) -> str:
+    spec = _spec_for(target)
+    path = spec.members.get(role) or spec.optional.get(role)
+    if path is None:
+        roles = ", ".join([*spec.members, *spec.optional])
+        raise MappingError(f"A TF1 {spec.cell_type} has no tensor '{role}'; its tensors are {roles}.")
+    return f"{cell_scope(target, layer, reverse)}/{path}"
+
+
+def roles(kind: str) -> tuple[str, ...]:
+    spec = _default_spec(kind)
+    return (*spec.members, *spec.optional)
+
+
+def implicit(rnn: RNN) -> dict[str, tuple[int, ...]]:
+    return {}  # every TF1 cell stores all of its variables
+
+
+def _spec_for(target: RNN) -> TF1Cell:
+    for spec in CELLS:
+        if spec.cell_type == target.cell_type:
+            return spec
+    return _default_spec(target.kind)
+
+
+def _default_spec(kind: str) -> TF1Cell:
+    # LSTMCell over BasicLSTMCell: same variables, and it also covers projections and peepholes.
+    return {"lstm": _LSTM, "gru": _BY_SCOPE["gru_cell"], "rnn": _BY_SCOPE["basic_rnn_cell"]}[kind]
+
+
+def _find_cells(entries: Mapping[str, TensorEntry]) -> list[_Found]:
+    candidates: dict[str, TF1Cell] = {}
+    for name in entries:
+        for spec in CELLS:
+            for path in (*spec.members.values(), *spec.optional.values()):
+                if not name.endswith("/" + path):
+                    continue
+                scope = name[: -len(path) - 1]
+                leaf = scope.rpartition("/")[2]
+                if leaf == spec.scope_name:
+                    candidates.setdefault(scope, spec)
+                elif path in _PEEPHOLES and leaf not in _BY_SCOPE:
+                    # A peephole LSTMCell built with a custom name (`LSTMCell(name="cell_1")`).
+                    candidates.setdefault(scope, _LSTM)
+    found = []
+    for scope, spec in candidates.items():
+        cell = _measure(scope, spec, entries)
+        if cell is not None:
+            found.append(cell)
+    return found
+
+
+def _measure(scope: str, spec: TF1Cell, entries: Mapping[str, TensorEntry]) -> _Found | None:
+    members = {role: f"{scope}/{path}" for role, path in spec.members.items()}
+    if any(name not in entries for name in members.values()):
+        return None
+    for role, path in spec.optional.items():
+        if f"{scope}/{path}" in entries:
+            members[role] = f"{scope}/{path}"
+    shapes = {role: entries[name].shape for role, name in members.items()}
+    dims = _DIMS[spec.kind](shapes)
+    if dims is None:
+        return None
+    input_size, units, proj = dims
+    dtype = entries[next(iter(members.values()))].dtype
+    return _Found(spec, scope, members, input_size, units, proj, dtype)
+
+
+def _lstm_dims(s: Mapping[str, tuple[int, ...]]) -> tuple[int, int, int | None] | None:
+    kernel, bias = s["kernel"], s["bias"]
+    if len(kernel) != 2 or len(bias) != 1 or bias[0] % 4 or kernel[1] != bias[0]:
+        return None
+    units = bias[0] // 4
+    proj = None
+    if "projection_kernel" in s:
+        p = s["projection_kernel"]
+        if len(p) != 2 or p[0] != units:
+            return None
+        proj = p[1]
+    if any(s[r] != (units,) for r in _PEEPHOLES if r in s):
+        return None
+    input_size = kernel[0] - (proj or units)
+    return (input_size, units, proj) if input_size > 0 else None
+
+
+def _gru_dims(s: Mapping[str, tuple[int, ...]]) -> tuple[int, int, int | None] | None:
+    gk, gb, ck, cb = s["gates_kernel"], s["gates_bias"], s["candidate_kernel"], s["candidate_bias"]
+    if len(gk) != 2 or len(ck) != 2:
+        return None
+    units = ck[1]
+    if gk[1] != 2 * units or gb != (2 * units,) or cb != (units,) or ck[0] != gk[0]:
+        return None
+    input_size = gk[0] - units
+    return (input_size, units, None) if input_size > 0 else None
+
+
+def _rnn_dims(s: Mapping[str, tuple[int, ...]]) -> tuple[int, int, int | None] | None:
+    kernel, bias = s["kernel"], s["bias"]
+    if len(kernel) != 2 or bias != (kernel[1],):
+        return None
+    input_size = kernel[0] - kernel[1]
+    return (input_size, kernel[1], None) if input_size > 0 else None
+
+
+_DIMS = {"lstm": _lstm_dims, "gru": _gru_dims, "rnn": _rnn_dims}
+
+
+def _parse_place(cell_scope_name: str) -> _Place:
+    parts = cell_scope_name.split("/")[:-1]
+    layer, reverse, form = 0, False, "rnn"
+    if len(parts) >= 2 and parts[-2] == "multi_rnn_cell" and (m := _CELL_K.fullmatch(parts[-1])):
+        layer = int(m.group(1))
+        parts = parts[:-2]
+    if parts and parts[-1] in ("fw", "bw"):
+        reverse, form = parts[-1] == "bw", "bidi"
+        parts = parts[:-1]
+        if parts and parts[-1] == "bidirectional_rnn":
+            parts = parts[:-1]
+        if len(parts) >= 2 and parts[-2] == "stack_bidirectional_rnn" and (m := _CELL_K.fullmatch(parts[-1])):
+            layer, form = int(m.group(1)), "stack_bidi"
+            parts = parts[:-2]
+    elif parts and parts[-1] == "rnn":
+        parts = parts[:-1]
+    return _Place("/".join(parts), form, layer, reverse)
+
+
+def _group_rnn(user_scope: str, form: str, cells: list[tuple[_Place, _Found]]) -> RNN | None:
+    kinds = {f.spec.kind for _, f in cells}
+    types = {f.spec.cell_type for _, f in cells}
+    if len(kinds) != 1:
+        return None  # a MultiRNNCell mixing kinds has no single-module counterpart
+    bidirectional = form != "rnn"
+    layers = max(p.layer for p, _ in cells) + 1
+    expected = {(k, r) for k in range(layers) for r in ((False, True) if bidirectional else (False,))}
+    if {(p.layer, p.reverse) for p, _ in cells} != expected:
+        return None
+    cells.sort(key=lambda pf: (pf[0].layer, pf[0].reverse))
+    first = cells[0][1]
+    refs = tuple(CellRef(p.layer, p.reverse, f.scope, f.members, f.input_size) for p, f in cells)
+    stacking = STACK_PER_DIRECTION if form == "bidi" and layers > 1 else STACK_LAYERS
+    rnn = RNN(
+        framework="tf1",
+        kind=first.spec.kind,
+        cell_type=sorted(types)[0],
+        scope=user_scope,
+        input_size=first.input_size,
+        units=first.units,
+        layers=layers,
+        bidirectional=bidirectional,
+        stacking=stacking,
+        proj=first.proj,
+        peepholes=any(r in first.members for r in _PEEPHOLES),
+        dtype=first.dtype,
+        cell_name=first.scope.rpartition("/")[2],
+        cells=refs,
+    )
+    if any(f.units != first.units or f.proj != first.proj for _, f in cells):
+        rnn = replace(rnn, notes=(*rnn.notes, NOTE_UNEVEN))
+    return rnn

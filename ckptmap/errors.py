@@ -1,0 +1,45 @@
+"""The one error hierarchy of ckptmap.
+
+Every problem a user can cause (a bad file, a bad mapping, a bad option) is a `CkptmapError`
+whose message is one line naming the file or tensor and what is wrong. The CLI prints it and
+exits with code 2; library callers catch it. Each subclass also inherits the matching builtin,
+so `except ValueError` in caller code keeps working.
+"""
+
+from __future__ import annotations
+
+
+class CkptmapError(Exception):
+    """Base of every error ckptmap raises on purpose. `hint` is an optional second line."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class FormatError(CkptmapError, ValueError):
+    """A file is not a checkpoint ckptmap can read, or it is damaged (truncated, bad checksum)."""
+
+
+class SourceNotFoundError(CkptmapError, FileNotFoundError):
+    """A path names nothing on disk, or a checkpoint misses one of its files (a data shard)."""
+
+
+class UnsupportedError(CkptmapError, NotImplementedError):
+    """A valid request ckptmap cannot serve: a dtype, a format feature, a missing optional extra."""
+
+
+class RuleError(CkptmapError, ValueError):
+    """A mapping file is invalid; the message names the rule and its line in the YAML."""
+
+
+class MappingError(CkptmapError, ValueError):
+    """A valid mapping cannot be applied to this checkpoint (shapes, leftovers, refusals)."""
+
+
+class WriteError(CkptmapError, OSError):
+    """An output could not be written; nothing is left behind under the final name."""
+
+
+class UsageError(CkptmapError, ValueError):
+    """Options that contradict each other or name something that does not exist."""

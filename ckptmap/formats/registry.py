@@ -1,0 +1,121 @@
+"""The table of formats, and how a path finds its format.
+
+Each row names a module that implements the format protocol:
+
+    sniff(path: Path) -> bool          reads at most a few header bytes; False means "not mine"
+    read(path: Path) -> Checkpoint     lazy: reads the index/header only
+    files(path: Path) -> list[Path]    (writers) the files `write` creates for this destination
+    write(ckpt: Checkpoint, path: Path) -> list[Path]   (writers) atomic, see ckptmap.atomic
+
+Modules are imported on first use, so listing formats imports nothing heavy. A format is chosen
+by explicit name, else by trying the formats whose suffixes fit the path first and then all the
+others; when none accepts the file the error lists what was tried. Adding a format is one module
+plus one row here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from ..errors import FormatError, SourceNotFoundError, UsageError
+from ..tree import Checkpoint
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    name: str
+    module: str
+    description: str
+    suffixes: tuple[str, ...] = ()
+    writable: bool = False
+
+    def load(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
+
+FORMATS: tuple[FormatSpec, ...] = (
+    FormatSpec(
+        "tf",
+        "ckptmap.formats.tf_bundle",
+        "TensorFlow checkpoint (V2 bundle: .index + .data shards)",
+        (".index", ".ckpt"),
+        writable=True,
+    ),
+    FormatSpec("tf-v1", "ckptmap.formats.tf_v1", "TensorFlow V1 single-file checkpoint (TF <= 1.0)"),
+    FormatSpec(
+        "torch",
+        "ckptmap.formats.torch_zip",
+        "PyTorch torch.save file (zip)",
+        (".pt", ".pth", ".bin"),
+        writable=True,
+    ),
+    FormatSpec(
+        "torch-legacy",
+        "ckptmap.formats.torch_legacy",
+        "PyTorch torch.save file (legacy, pre-1.6)",
+        (".pt", ".pth", ".bin"),
+    ),
+    FormatSpec(
+        "safetensors", "ckptmap.formats.safetensors_file", "safetensors", (".safetensors",), writable=True
+    ),
+)
+
+_BY_NAME = {f.name: f for f in FORMATS}
+
+
+def spec(name: str) -> FormatSpec:
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise UsageError(f"Unknown format '{name}'; known formats: {', '.join(_BY_NAME)}.") from None
+
+
+def writable_formats() -> list[str]:
+    return [f.name for f in FORMATS if f.writable]
+
+
+def detect(path: Path) -> FormatSpec:
+    """The format of the checkpoint at `path` (a file, a TF prefix, or a directory)."""
+    if not path.exists() and not _has_prefix_files(path):
+        raise SourceNotFoundError(f"{path}: no such file, directory or checkpoint prefix.")
+    suffix = path.suffix.lower()
+    ordered = [f for f in FORMATS if suffix in f.suffixes] + [f for f in FORMATS if suffix not in f.suffixes]
+    for candidate in ordered:
+        if candidate.load().sniff(path):
+            return candidate
+    tried = ", ".join(f.description for f in FORMATS)
+    if path.is_file() and path.stat().st_size == 0:
+        raise FormatError(f"{path}: the file is empty.")
+    raise FormatError(f"{path}: not a checkpoint ckptmap can read (tried: {tried}).")
+
+
+def read(path: str | Path, *, format: str | None = None) -> Checkpoint:
+    p = Path(path)
+    fmt = spec(format) if format else detect(p)
+    return fmt.load().read(p)
+
+
+def output_format(path: Path, to: str | None) -> FormatSpec:
+    """The format to write: `to` if given, else the destination's suffix."""
+    if to:
+        fmt = spec(to)
+        if not fmt.writable:
+            raise UsageError(f"ckptmap cannot write '{to}'; it writes: {', '.join(writable_formats())}.")
+        return fmt
+    suffix = path.suffix.lower()
+    for fmt in FORMATS:
+        if fmt.writable and suffix in fmt.suffixes:
+            return fmt
+    raise UsageError(
+        f"{path}: cannot tell the output format from the name; "
+        f"use a .pt/.pth/.bin, .safetensors or .ckpt/.index name, or --to {'|'.join(writable_formats())}."
+    )
+
+
+def _has_prefix_files(path: Path) -> bool:
+    # A TF checkpoint is named by a prefix that is not itself a file (`model.ckpt` for
+    # `model.ckpt.index` + `model.ckpt.data-00000-of-00001`).
+    return Path(str(path) + ".index").exists()

@@ -1,0 +1,335 @@
+"""Apply a mapping to a checkpoint: a lazy target checkpoint plus the plan that explains it.
+
+The engine walks the rules in order over the weights no earlier rule took. It accounts for every
+tensor: each source ends up in a target, dropped with a reason, or in an error. All shapes are
+computed and every conflict (two rules writing one name, a refusal, leftovers under
+`unmatched: error`) is raised before a single tensor is read, so a failing mapping writes nothing.
+Target data is computed only when a writer asks for it; a source feeding several targets (a fused
+kernel split into `weight_ih` and `weight_hh`) is read once and released after its last use.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from .. import kinds
+from ..cells.model import RNN, CellRef
+from ..cells.recognize import family, find_in_entries
+from ..errors import MappingError
+from ..tree import Checkpoint, TensorEntry
+from .expr import ExprError, Node, OpNode, SourceNode
+from .ops import Zeros
+from .plan import Approximation, Plan, PlannedTensor
+from .schema import CellRule, MappingSpec, MatchRule, RenameRule, Rule
+from .template import TemplateError
+
+
+@dataclass
+class _Target:
+    name: str
+    node: Node
+    how: str
+    rule: Rule | None
+    anchor: int  # position of the source it came from, to keep the checkpoint's order
+    kind: str = kinds.WEIGHT
+    slot_of: str | None = None
+
+
+class _ReadOnce:
+    """Reads a source the first time a target needs it and keeps it until its last user is done."""
+
+    def __init__(self) -> None:
+        self.pending: dict[int, int] = {}
+        self.cache: dict[int, np.ndarray] = {}
+
+    def node(self, entry: TensorEntry) -> SourceNode:
+        return SourceNode(entry, self.read)
+
+    def claim(self, target: Node) -> None:
+        """Count each use of a source inside a target, so the last use releases it."""
+        for source in target.sources():
+            self.pending[id(source.entry)] = self.pending.get(id(source.entry), 0) + 1
+
+    def read(self, entry: TensorEntry) -> np.ndarray:
+        key = id(entry)
+        array = self.cache.pop(key) if key in self.cache else entry.read()
+        self.pending[key] = self.pending.get(key, 1) - 1
+        if self.pending[key] > 0:
+            self.cache[key] = array
+        return array
+
+
+def run(spec: MappingSpec, params: Mapping[str, Any], ckpt: Checkpoint) -> tuple[Checkpoint, Plan]:
+    return _Run(spec, params, ckpt).execute()
+
+
+class _Run:
+    def __init__(self, spec: MappingSpec, params: Mapping[str, Any], ckpt: Checkpoint) -> None:
+        self.spec, self.params, self.ckpt = spec, dict(params), ckpt
+        self.order = {name: i for i, name in enumerate(ckpt.entries)}
+        # Weights and bookkeeping still in play: current name -> original entry.
+        self.live: dict[str, TensorEntry] = {
+            e.name: e for e in ckpt.entries.values() if e.kind in (kinds.WEIGHT, kinds.BOOKKEEPING)
+        }
+        self.targets: list[_Target] = []
+        self.dropped: list[tuple[str, str]] = []
+        self.approximations: list[Approximation] = []
+        self.reads = _ReadOnce()
+
+    def execute(self) -> tuple[Checkpoint, Plan]:
+        for rule in self.spec.rules:
+            if isinstance(rule, RenameRule):
+                self._rename(rule)
+            elif isinstance(rule, CellRule):
+                self._cells(rule)
+            elif isinstance(rule, MatchRule):
+                self._matches(rule)
+        self._leftovers()
+        self._slots()
+        return self._result()
+
+    # --- rules -----------------------------------------------------------------------------
+    def _rename(self, rule: RenameRule) -> None:
+        renamed: dict[str, TensorEntry] = {}
+        for name, entry in self.live.items():
+            new = name
+            for pattern, replacement in rule.subs:
+                try:
+                    new = pattern.sub(replacement, new)
+                except re.error as e:  # a bad group reference in the replacement
+                    raise MappingError(
+                        f"{rule.where()}: replacement '{replacement}' fails on '{name}': {e}."
+                    ) from None
+            if new in renamed:
+                raise MappingError(
+                    f"{rule.where()}: renames both '{renamed[new].name}' and '{entry.name}' to '{new}'."
+                )
+            renamed[new] = entry
+        self.live = renamed
+
+    def _cells(self, rule: CellRule) -> None:
+        assert rule.cell is not None
+        weights = {n: e.renamed(n) for n, e in self.live.items() if e.kind == kinds.WEIGHT}
+        for rnn in find_in_entries(weights):
+            if (rnn.framework, rnn.kind) != (rule.cell.framework, rule.cell.cell) or not _when(rule, rnn):
+                continue
+            where = f"{rule.where()} on {rnn.describe()}"
+            if rule.refuse:
+                raise MappingError(f"{where}: refused: {rule.refuse}")
+            if rule.approximate:
+                self.approximations.append(
+                    Approximation(rule.where(), rnn.scope or "(root)", rule.approximate)
+                )
+            for cell in rnn.cells:
+                self._cell(rule, rnn, cell, where)
+
+    def _cell(self, rule: CellRule, rnn: RNN, cell: CellRef, where: str) -> None:
+        sources = {role: self.live[name] for role, name in cell.members.items()}
+        anchor = min(self.order[e.name] for e in sources.values())
+        for name in cell.members.values():
+            del self.live[name]
+        if rule.drop:
+            self.dropped.extend((e.name, f"{rule.where()}: {rule.drop}") for e in sources.values())
+            return
+        assert rule.target is not None
+        used = set().union(*(expr.names() for expr in rule.make.values()))
+        unused = sorted(set(sources) - used)
+        if unused:
+            raise MappingError(
+                f"{where}: the rule does not use the cell's {', '.join(unused)}; "
+                "ckptmap will not drop weights silently."
+            )
+        target_rnn = _target_rnn(rnn, rule)
+        env: dict[str, Any] = {
+            **self.params,
+            "input": cell.input_size,
+            "units": rnn.units,
+            "proj": rnn.proj or 0,
+            "recurrent": rnn.proj or rnn.units,
+            "layer": cell.layer,
+        }
+        env.update({role: self.reads.node(entry) for role, entry in sources.items()})
+        for role, shape in family(rnn.framework).implicit(rnn).items():
+            env[role] = OpNode(Zeros(shape, rnn.dtype), [])
+        naming = family(rule.target.framework)
+        for role, expr in rule.make.items():
+            try:
+                name = naming.member_name(target_rnn, cell.layer, cell.reverse, role)
+                node = expr.evaluate(env, default_dtype=rnn.dtype)
+            except ExprError as e:
+                raise MappingError(f"{where}, {role} of layer {cell.layer} {cell.direction}: {e}.") from None
+            self.targets.append(_Target(name, node, expr.text, rule, anchor))
+
+    def _matches(self, rule: MatchRule) -> None:
+        for name in list(self.live):
+            entry = self.live.get(name)
+            if entry is None or entry.kind != kinds.WEIGHT:
+                continue
+            m = next((m for p in rule.patterns if (m := p.fullmatch(name))), None)
+            if m is None:
+                continue
+            groups = {"0": name, **m.groupdict()}
+            where = f"{rule.where()} on '{name}'"
+            if rule.refuse:
+                raise MappingError(f"{where}: refused: {rule.refuse}")
+            try:
+                self._match(rule, name, entry, groups, where)
+            except TemplateError as e:
+                raise MappingError(f"{where}: {e}.") from None
+
+    def _match(
+        self, rule: MatchRule, name: str, entry: TensorEntry, groups: dict[str, str | None], where: str
+    ) -> None:
+        anchor = self.order[entry.name]
+        del self.live[name]
+        if rule.drop:
+            self.dropped.append((entry.name, f"{rule.where()}: {rule.drop}"))
+            return
+        if rule.rename_to is not None:
+            self.targets.append(
+                _Target(rule.rename_to.render(groups), self.reads.node(entry), "renamed", rule, anchor)
+            )
+            return
+        env: dict[str, Any] = {**self.params, "src": self.reads.node(entry)}
+        for alias, template in rule.inputs.items():
+            input_name = template.render(groups)
+            if input_name not in self.live:
+                raise MappingError(
+                    f"{where}: its input {alias} = '{input_name}' is not in the checkpoint"
+                    " (or another rule took it)."
+                )
+            env[alias] = self.reads.node(self.live.pop(input_name))
+        if rule.approximate:
+            self.approximations.append(Approximation(rule.where(), name, rule.approximate))
+        for template, expr in rule.make.items():
+            try:
+                node = expr.evaluate(env, default_dtype=entry.dtype)
+            except ExprError as e:
+                raise MappingError(f"{where}: {e}.") from None
+            self.targets.append(_Target(template.render(groups), node, expr.text, rule, anchor))
+
+    # --- what no rule took -------------------------------------------------------------------
+    def _leftovers(self) -> None:
+        leftovers = [(n, e) for n, e in self.live.items() if e.kind == kinds.WEIGHT]
+        if self.spec.unmatched == "error" and leftovers:
+            shown = ", ".join(f"'{e.name}'" for _, e in leftovers[:5])
+            more = f" and {len(leftovers) - 5} more" if len(leftovers) > 5 else ""
+            raise MappingError(f"mapping {self.spec.name}: no rule takes {shown}{more} (unmatched: error).")
+        for name, entry in self.live.items():
+            policy = self.spec.unmatched if entry.kind == kinds.WEIGHT else self.spec.bookkeeping
+            if policy == "drop":
+                why = "no rule takes it" if entry.kind == kinds.WEIGHT else "training bookkeeping"
+                self.dropped.append((entry.name, why))
+            else:
+                how = "kept" if name == entry.name else "renamed"
+                self.targets.append(
+                    _Target(name, self.reads.node(entry), how, None, self.order[entry.name], entry.kind)
+                )
+
+    def _slots(self) -> None:
+        moved = {
+            t.node.entry.name: t.name
+            for t in self.targets
+            if isinstance(t.node, SourceNode) and t.kind == kinds.WEIGHT
+        }
+        for slot in (e for e in self.ckpt.entries.values() if e.kind == kinds.SLOT):
+            owner = slot.slot_of or ""
+            if self.spec.slots == "drop":
+                self.dropped.append((slot.name, "optimizer slot"))
+            elif owner not in moved:
+                self.dropped.append(
+                    (slot.name, f"optimizer slot of '{owner}', which was converted or dropped")
+                )
+            else:
+                cut = slot.name.rfind(owner + "/") if owner else -1
+                new = slot.name if cut < 0 else slot.name[:cut] + moved[owner] + slot.name[cut + len(owner) :]
+                how = "kept" if new == slot.name else "renamed"
+                self.targets.append(
+                    _Target(
+                        new, self.reads.node(slot), how, None, self.order[slot.name], kinds.SLOT, moved[owner]
+                    )
+                )
+
+    # --- result ------------------------------------------------------------------------------
+    def _result(self) -> tuple[Checkpoint, Plan]:
+        seen: dict[str, _Target] = {}
+        for t in self.targets:
+            if t.name in seen:
+                a, b = seen[t.name], t
+                raise MappingError(
+                    f"Two tensors would both be named '{t.name}': from {_origin(a)} and {_origin(b)}."
+                )
+            seen[t.name] = t
+        ordered = sorted(self.targets, key=lambda t: t.anchor)  # stable: keeps rule order within a cell
+        for t in ordered:
+            self.reads.claim(t.node)
+        entries = [
+            TensorEntry(t.name, t.node.shape, t.node.dtype, t.name, _loader(t.node), t.kind, t.slot_of)
+            for t in ordered
+        ]
+        out = Checkpoint(
+            entries,
+            format=self.ckpt.format,
+            path=self.ckpt.path,
+            files=self.ckpt.files,
+            notes=self.ckpt.notes,
+            metadata=self.ckpt.metadata,
+            classify=False,
+        )
+        plan = Plan(
+            [self.spec.name],
+            dict(self.params),
+            [
+                PlannedTensor(
+                    t.name,
+                    t.node.shape,
+                    t.node.dtype,
+                    tuple(s.entry.name for s in t.node.sources()),
+                    t.how,
+                    t.rule.where() if t.rule else None,
+                )
+                for t in ordered
+            ],
+            self.dropped,
+            self.approximations,
+        )
+        return out, plan
+
+
+def _loader(node: Node) -> Callable[[], np.ndarray]:
+    return node.compute
+
+
+def _origin(t: _Target) -> str:
+    sources = ", ".join(f"'{s.entry.name}'" for s in t.node.sources()) or "constants"
+    return f"{t.rule.where() if t.rule else 'the unchanged tensor'} ({sources})"
+
+
+def _when(rule: CellRule, rnn: RNN) -> bool:
+    facts = {
+        "peepholes": rnn.peepholes,
+        "proj": rnn.proj is not None,
+        "bidirectional": rnn.bidirectional,
+        "bias": rnn.bias,
+        "layers": rnn.layers,
+        "cell_type": rnn.cell_type,
+        "stacking": rnn.stacking,
+    }
+    return all(facts[k] == v for k, v in rule.when.items())
+
+
+def _target_rnn(rnn: RNN, rule: CellRule) -> RNN:
+    assert rule.target is not None
+    same = rule.target.framework == rnn.framework
+    return replace(
+        rnn,
+        framework=rule.target.framework,
+        kind=rule.target.cell,
+        cell_type=rnn.cell_type if same else "",
+        cell_name=rnn.cell_name if same else None,
+    )

@@ -1,0 +1,341 @@
+"""The expression language of mapping rules: a few ops joined by `|`, in Python syntax.
+
+    kernel | split(0, [input, units], 1) | gates(tf1.lstm, torch.lstm) | T
+    cat(gates_kernel | split(0, [input, units], 0) | T, candidate_kernel | split(0, [input, units], 0) | T)
+    bias_ih | add(bias_hh) | gates(torch.lstm, tf1.lstm) | add(-forget_bias, gate=f, layout=tf1.lstm)
+
+`a | f(x)` means `f(a, x)`. Names are tensors (a cell's roles, a rule's inputs), sizes (`input`,
+`units`, ...), mapping parameters, gate names (`gate=f`) and layouts (`tf1.lstm`). Text is parsed
+with `ast` and walked by a whitelist: nothing is ever passed to `eval`, so a mapping file cannot
+run code. Parsing checks syntax and op names once, when the mapping loads; evaluation against a
+matched cell gives a tree of `Node`s whose shapes are known before any data is read.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..cells.layouts import GateLayout, layout
+from ..tree import TensorEntry
+from . import ops
+from .ops import Op, OpError
+
+_FRAMEWORKS = ("tf1", "torch", "keras")
+
+
+class ExprError(Exception):
+    """A problem with an expression; the schema or engine adds the rule and line."""
+
+
+class Node:
+    """A tensor-valued result: shape and dtype known now, data computed on demand."""
+
+    shape: tuple[int, ...]
+    dtype: str
+
+    def compute(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def sources(self) -> list[SourceNode]:
+        raise NotImplementedError
+
+
+class SourceNode(Node):
+    def __init__(self, entry: TensorEntry, reader: Callable[[TensorEntry], np.ndarray]) -> None:
+        self.entry, self.shape, self.dtype, self._reader = entry, entry.shape, entry.dtype, reader
+
+    def compute(self) -> np.ndarray:
+        return self._reader(self.entry)
+
+    def sources(self) -> list[SourceNode]:
+        return [self]
+
+
+class OpNode(Node):
+    def __init__(self, op: Op, inputs: list[Node]) -> None:
+        self.op, self.inputs = op, inputs
+        try:
+            self.shape, self.dtype = op.infer([i.shape for i in inputs], [i.dtype for i in inputs])
+        except OpError as e:
+            raise ExprError(str(e)) from None
+
+    def compute(self) -> np.ndarray:
+        return self.op.apply([i.compute() for i in self.inputs])
+
+    def sources(self) -> list[SourceNode]:
+        return [s for i in self.inputs for s in i.sources()]
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A bare gate name in `gate=f`."""
+
+    name: str
+
+
+# Op builders: the user-facing signatures. The piped value, if any, is the first argument.
+def _split(x: Node, axis: int, parts: int | tuple[int, ...], index: int) -> Node:
+    return OpNode(ops.Split(_int(axis), _parts(parts), _int(index)), [x])
+
+
+def _cat(*xs: Node, axis: int = 0) -> Node:
+    if not xs:
+        raise ExprError("cat: needs at least one tensor")
+    return OpNode(ops.Concat(_int(axis)), [_tensor(x, "cat") for x in xs])
+
+
+def _transpose(x: Node, perm: tuple[int, ...] | None = None) -> Node:
+    return OpNode(ops.Transpose(None if perm is None else tuple(_int(p) for p in perm)), [x])
+
+
+def _gates(x: Node, source: GateLayout, target: GateLayout, axis: int = -1) -> Node:
+    return OpNode(ops.Gates(_layout(source), _layout(target), _int(axis)), [x])
+
+
+def _add(
+    x: Node, *values: Any, gate: Gate | None = None, layout: GateLayout | None = None, axis: int = -1
+) -> Node:
+    if values and all(isinstance(v, Node) for v in values):
+        if gate is not None:
+            raise ExprError("add: gate= works with a constant, not with tensors")
+        return OpNode(ops.AddTensors(), [x, *values])
+    if len(values) != 1:
+        raise ExprError("add: give one constant, or one or more tensors")
+    return OpNode(ops.Arith("add", _number(values[0]), _gate(gate), layout, _int(axis)), [x])
+
+
+def _scale(
+    x: Node, value: float, gate: Gate | None = None, layout: GateLayout | None = None, axis: int = -1
+) -> Node:
+    return OpNode(ops.Arith("scale", _number(value), _gate(gate), layout, _int(axis)), [x])
+
+
+def _cast(x: Node, dtype: str) -> Node:
+    return OpNode(ops.Cast(str(dtype)), [x])
+
+
+def _reshape(x: Node, shape: tuple[int, ...] | int) -> Node:
+    return OpNode(ops.Reshape(_shape(shape)), [x])
+
+
+def _zeros(
+    shape: tuple[int, ...] | int, dtype: str | None = None, *, _default_dtype: str = "float32"
+) -> Node:
+    return OpNode(ops.Zeros(_shape(shape), str(dtype or _default_dtype)), [])
+
+
+OPS: dict[str, Callable[..., Node]] = {
+    "split": _split,
+    "cat": _cat,
+    "T": _transpose,
+    "transpose": _transpose,
+    "gates": _gates,
+    "add": _add,
+    "scale": _scale,
+    "cast": _cast,
+    "reshape": _reshape,
+    "zeros": _zeros,
+}
+_TAKES_INPUT = {name for name in OPS if name != "zeros"}
+
+
+@dataclass(frozen=True)
+class Expr:
+    text: str
+    tree: ast.expr
+
+    @classmethod
+    def parse(cls, text: str) -> Expr:
+        try:
+            tree = ast.parse(str(text).strip(), mode="eval").body
+        except SyntaxError as e:
+            raise ExprError(f"cannot parse '{text}': {e.msg}") from None
+        _check(tree)
+        return cls(str(text), tree)
+
+    def names(self) -> set[str]:
+        return {n.id for n in ast.walk(self.tree) if isinstance(n, ast.Name)} - set(OPS) - set(_FRAMEWORKS)
+
+    def evaluate(self, env: Mapping[str, Any], *, default_dtype: str) -> Node:
+        value = _Evaluator(env, default_dtype).eval(self.tree)
+        if not isinstance(value, Node):
+            raise ExprError(f"'{self.text}' gives {value!r}, not a tensor")
+        return value
+
+
+_ALLOWED = (
+    ast.BinOp,
+    ast.UnaryOp,
+    ast.Call,
+    ast.Name,
+    ast.Constant,
+    ast.List,
+    ast.Tuple,
+    ast.Attribute,
+    ast.Subscript,
+    ast.keyword,
+    ast.Load,
+    ast.BitOr,
+    ast.Add,
+    ast.Sub,
+    ast.Mult,
+    ast.FloorDiv,
+    ast.Div,
+    ast.USub,
+    ast.UAdd,
+    ast.Mod,
+)
+
+
+def _check(tree: ast.expr) -> None:
+    for node in ast.walk(tree):
+        if not isinstance(node, _ALLOWED):
+            raise ExprError(f"'{ast.unparse(node)}' is not allowed in a mapping expression")
+        if isinstance(node, ast.Call) and (not isinstance(node.func, ast.Name) or node.func.id not in OPS):
+            name = ast.unparse(node.func)
+            raise ExprError(f"unknown operation '{name}'; operations: {', '.join(sorted(OPS))}")
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+            rhs = node.right
+            target = rhs.func if isinstance(rhs, ast.Call) else rhs
+            if not isinstance(target, ast.Name):
+                raise ExprError(
+                    f"'| {ast.unparse(rhs)}': the right of '|' must be an operation like T or split(...)"
+                )
+            if target.id not in OPS:
+                raise ExprError(f"unknown operation '{target.id}'; operations: {', '.join(sorted(OPS))}")
+            if target.id not in _TAKES_INPUT:
+                raise ExprError(f"'| {ast.unparse(rhs)}': {target.id} takes no input tensor")
+
+
+class _Evaluator:
+    def __init__(self, env: Mapping[str, Any], default_dtype: str) -> None:
+        self.env, self.default_dtype = env, default_dtype
+
+    def eval(self, node: ast.expr) -> Any:
+        method = getattr(self, f"_{type(node).__name__}")
+        return method(node)
+
+    def _Constant(self, node: ast.Constant) -> Any:
+        return node.value
+
+    def _Name(self, node: ast.Name) -> Any:
+        if node.id in self.env:
+            return self.env[node.id]
+        if node.id in OPS:
+            raise ExprError(f"'{node.id}' is an operation; call it, or use it after '|'")
+        if len(node.id) == 1:
+            return Gate(node.id)
+        known = ", ".join(sorted(k for k in self.env if not k.startswith("_")))
+        raise ExprError(f"unknown name '{node.id}' (known here: {known})")
+
+    def _Attribute(self, node: ast.Attribute) -> Any:
+        if isinstance(node.value, ast.Name) and node.value.id in _FRAMEWORKS:
+            return layout(f"{node.value.id}.{node.attr}")
+        base = self.eval(node.value)
+        if isinstance(base, Node) and node.attr in ("shape", "ndim"):
+            return base.shape if node.attr == "shape" else len(base.shape)
+        raise ExprError(f"'{ast.unparse(node)}': only layouts (tf1.lstm) and .shape are attributes")
+
+    def _Subscript(self, node: ast.Subscript) -> Any:
+        base, index = self.eval(node.value), self.eval(node.slice)
+        try:
+            return base[index]
+        except (TypeError, IndexError):
+            raise ExprError(f"'{ast.unparse(node)}': cannot index {base!r} with {index!r}") from None
+
+    def _List(self, node: ast.List) -> tuple[Any, ...]:
+        return tuple(self.eval(e) for e in node.elts)
+
+    _Tuple = _List
+
+    def _UnaryOp(self, node: ast.UnaryOp) -> Any:
+        value = _number(self.eval(node.operand))
+        return -value if isinstance(node.op, ast.USub) else value
+
+    def _BinOp(self, node: ast.BinOp) -> Any:
+        if isinstance(node.op, ast.BitOr):
+            piped = self.eval(node.left)
+            rhs = node.right
+            if isinstance(rhs, ast.Call):
+                return self._call(rhs, [piped])
+            return self._apply(rhs.id, [piped], {})  # type: ignore[attr-defined]
+        left, right = _number(self.eval(node.left)), _number(self.eval(node.right))
+        if isinstance(node.op, ast.Add):
+            return left + right
+        if isinstance(node.op, ast.Sub):
+            return left - right
+        if isinstance(node.op, ast.Mult):
+            return left * right
+        if isinstance(node.op, ast.Mod):
+            return left % right
+        if right == 0:
+            raise ExprError(f"'{ast.unparse(node)}': division by zero")
+        return left // right if isinstance(node.op, ast.FloorDiv) else left / right
+
+    def _Call(self, node: ast.Call) -> Any:
+        return self._call(node, [])
+
+    def _call(self, node: ast.Call, piped: list[Any]) -> Any:
+        args = piped + [self.eval(a) for a in node.args]
+        kwargs = {k.arg: self.eval(k.value) for k in node.keywords if k.arg}
+        return self._apply(node.func.id, args, kwargs)  # type: ignore[attr-defined]
+
+    def _apply(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        builder = OPS[name]
+        if name == "zeros":
+            kwargs["_default_dtype"] = self.default_dtype
+        try:
+            inspect.signature(builder).bind(*args, **kwargs)
+        except TypeError as e:
+            raise ExprError(f"{name}(): {e}") from None
+        if name in _TAKES_INPUT and args:
+            _tensor(args[0], name)
+        return builder(*args, **kwargs)
+
+
+def _tensor(value: Any, op: str) -> Node:
+    if not isinstance(value, Node):
+        raise ExprError(f"{op}: expected a tensor, got {value!r}")
+    return value
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ExprError(f"expected a whole number, got {value!r}")
+    return int(value)
+
+
+def _number(value: Any) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ExprError(f"expected a number, got {value!r}")
+    return value
+
+
+def _parts(value: Any) -> int | tuple[int, ...]:
+    return tuple(_int(v) for v in value) if isinstance(value, tuple) else _int(value)
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    return tuple(_int(v) for v in value) if isinstance(value, tuple) else (_int(value),)
+
+
+def _layout(value: Any) -> GateLayout:
+    if not isinstance(value, GateLayout):
+        raise ExprError(f"expected a layout like tf1.lstm, got {value!r}")
+    return value
+
+
+def _gate(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, Gate):
+        raise ExprError(f"gate= takes a gate name like f, got {value!r}")
+    return value.name

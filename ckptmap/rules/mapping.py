@@ -1,0 +1,109 @@
+"""`Mapping`: a loaded mapping file with its parameter values, ready to apply.
+
+Built-in mappings ship in the `ckptmap.mappings` package (the repository's `mappings/` folder);
+anything else is a path to the user's own YAML file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping as MappingABC
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import RuleError, UsageError
+from ..tree import Checkpoint
+from . import engine, schema
+from .plan import Plan
+
+
+@dataclass(frozen=True)
+class BuiltinInfo:
+    name: str
+    description: str
+
+
+class Mapping:
+    """A mapping with its parameters set. `apply` is lazy: no tensor is read until written.
+
+    >>> m = ckptmap.mapping("tf1-to-torch", forget_bias=1.0)          # doctest: +SKIP
+    >>> out = m.apply(ckptmap.load("sample_checkpoints/tf1_lstm2"))    # doctest: +SKIP
+    """
+
+    def __init__(self, spec: schema.MappingSpec, params: MappingABC[str, Any] | None = None) -> None:
+        self.spec = spec
+        self.params = resolve_params(spec, params or {})
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def description(self) -> str:
+        return self.spec.description
+
+    def run(self, ckpt: Checkpoint) -> tuple[Checkpoint, Plan]:
+        return engine.run(self.spec, self.params, ckpt)
+
+    def apply(self, ckpt: Checkpoint) -> Checkpoint:
+        return self.run(ckpt)[0]
+
+    def plan(self, ckpt: Checkpoint) -> Plan:
+        return self.run(ckpt)[1]
+
+    def __repr__(self) -> str:
+        return f"<Mapping {self.name} {self.params}>"
+
+
+def load(name_or_path: str | os.PathLike[str], params: MappingABC[str, Any] | None = None) -> Mapping:
+    """A built-in mapping by name, or a mapping file by path."""
+    text = os.fspath(name_or_path)
+    path = Path(text)
+    if path.suffix in (".yaml", ".yml") or os.sep in text or path.exists():
+        if not path.exists():
+            raise RuleError(f"{path}: no such mapping file.")
+        return Mapping(schema.load_file(path), params)
+    builtin = _builtin_dir() / f"{text}.yaml"
+    if not builtin.is_file():
+        names = ", ".join(b.name for b in builtins())
+        raise UsageError(f"No built-in mapping named '{text}'; built-in: {names}. A file path works too.")
+    return Mapping(schema.parse(builtin.read_text(encoding="utf-8"), f"{text}.yaml"), params)
+
+
+def builtins() -> list[BuiltinInfo]:
+    """Built-in mappings, read for their names and descriptions only."""
+    infos = []
+    for entry in sorted(_builtin_dir().iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".yaml"):
+            doc = yaml.safe_load(entry.read_text(encoding="utf-8")) or {}
+            infos.append(
+                BuiltinInfo(entry.name[: -len(".yaml")], " ".join(str(doc.get("description", "")).split()))
+            )
+    return infos
+
+
+def resolve_params(spec: schema.MappingSpec, given: MappingABC[str, Any]) -> dict[str, Any]:
+    """Defaults overridden by `given`; strings (from `--set`) are parsed as YAML scalars."""
+    values = {name: p.default for name, p in spec.params.items()}
+    for name, raw in given.items():
+        if name not in spec.params:
+            known = ", ".join(spec.params) or "none"
+            raise UsageError(f"Mapping {spec.name} has no parameter '{name}' (parameters: {known}).")
+        value = yaml.safe_load(raw) if isinstance(raw, str) else raw
+        default = spec.params[name].default
+        if isinstance(default, bool) != isinstance(value, bool) or (
+            isinstance(default, (int, float)) and not isinstance(value, (int, float))
+        ):
+            raise UsageError(
+                f"Parameter '{name}' of {spec.name} takes a value like {default!r}, not {raw!r}."
+            )
+        values[name] = float(value) if isinstance(default, float) else value
+    return values
+
+
+def _builtin_dir() -> Path:
+    return Path(str(resources.files("ckptmap.mappings")))

@@ -1,0 +1,350 @@
+"""Mapping files: YAML in, validated rule dataclasses out, every error with `file:line`.
+
+A mapping has parameters, policies for what no rule takes, and an ordered list of rules of three
+kinds (the key that is present says which):
+
+    rename: {regex: replacement, ...}      rewrite names in place (re.sub), in order; consumes nothing
+    cell: tf1.lstm   to: torch.lstm        convert every recognized cell of that kind, role by role
+    make: {weight_ih: <expr>, ...}
+    match: <regex>   to: <template>        rename one tensor, or make targets from it (`to: {name: expr}`)
+
+`cell` and `match` rules may instead `drop: <why>` or `refuse: <why>`, may be limited with
+`when:` (cells) and may declare `approximate: <why>`. Everything is checked when the file loads:
+unknown keys, bad regexes, unknown ops and names in expressions, templates naming groups the
+regex does not have; the message names the rule and its line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..cells import layouts
+from ..cells.recognize import family
+from ..errors import RuleError
+from .expr import Expr, ExprError
+from .template import Template, TemplateError
+
+POLICIES = {
+    "unmatched": ("keep", "drop", "error"),
+    "slots": ("follow", "drop"),
+    "bookkeeping": ("keep", "drop"),
+}
+TOP_KEYS = {"name", "description", "from", "to", "params", "rules", *POLICIES}
+WHEN_KEYS = {
+    "peepholes": bool,
+    "proj": bool,
+    "bidirectional": bool,
+    "bias": bool,
+    "layers": int,
+    "cell_type": str,
+    "stacking": str,
+}
+CELL_DIMS = ("input", "units", "proj", "recurrent", "layer")
+_GATE_LETTERS = {g for layout_ in layouts.LAYOUTS for g in layout_.gates}
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Any
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class Rule:
+    index: int
+    line: int
+    source_file: str
+    name: str | None
+    drop: str | None
+    refuse: str | None
+    approximate: str | None
+
+    def where(self) -> str:
+        label = f" '{self.name}'" if self.name else ""
+        return f"rule {self.index}{label} ({self.source_file}:{self.line})"
+
+
+@dataclass(frozen=True)
+class RenameRule(Rule):
+    subs: tuple[tuple[re.Pattern[str], str], ...] = ()
+
+
+@dataclass(frozen=True)
+class CellRule(Rule):
+    cell: layouts.GateLayout | None = None
+    when: Mapping[str, Any] = field(default_factory=dict)
+    target: layouts.GateLayout | None = None
+    make: Mapping[str, Expr] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MatchRule(Rule):
+    patterns: tuple[re.Pattern[str], ...] = ()
+    rename_to: Template | None = None
+    make: Mapping[Template, Expr] = field(default_factory=dict)
+    inputs: Mapping[str, Template] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MappingSpec:
+    name: str
+    description: str
+    path: Path | None
+    source_framework: str | None
+    target_framework: str | None
+    params: Mapping[str, Param]
+    unmatched: str
+    slots: str
+    bookkeeping: str
+    rules: tuple[Rule, ...]
+
+
+class _LineDict(dict):  # type: ignore[type-arg]
+    line = 0
+    key_lines: dict[Any, int]
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _LineDict:
+    result = _LineDict()
+    result.line = node.start_mark.line + 1
+    result.key_lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in result:
+            raise RuleError(f"line {key_node.start_mark.line + 1}: '{key}' appears twice in one mapping")
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.key_lines[key] = key_node.start_mark.line + 1
+    return result
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_file(path: Path, label: str | None = None) -> MappingSpec:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise RuleError(f"{path}: cannot read the mapping file ({e.strerror or e}).") from e
+    return parse(text, label or str(path), path=path)
+
+
+def parse(text: str, label: str, *, path: Path | None = None) -> MappingSpec:
+    try:
+        doc = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{label}:{mark.line + 1}" if mark else label
+        problem = getattr(e, "problem", None) or str(e)
+        raise RuleError(f"{where}: not valid YAML ({problem}).") from None
+    except RuleError as e:
+        raise RuleError(f"{label}: {e}") from None
+    if not isinstance(doc, dict):
+        raise RuleError(f"{label}: a mapping file must be a YAML mapping with a 'rules' list.")
+    _no_unknown(doc, TOP_KEYS, label, "the mapping")
+    params = _params(doc.get("params") or {}, label)
+    raw_rules = doc.get("rules")
+    if not isinstance(raw_rules, list) or not raw_rules:
+        raise RuleError(f"{label}:{doc.key_lines.get('rules', 1)}: 'rules' must be a non-empty list.")
+    policies = {}
+    for key, allowed in POLICIES.items():
+        value = doc.get(key, allowed[0])
+        if value not in allowed:
+            raise RuleError(
+                f"{label}:{doc.key_lines[key]}: {key} must be one of {', '.join(allowed)}, not '{value}'."
+            )
+        policies[key] = value
+    rules = tuple(_rule(i + 1, raw, label, params) for i, raw in enumerate(raw_rules))
+    name = str(doc.get("name") or (path.stem if path else label))
+    return MappingSpec(
+        name,
+        str(doc.get("description", "")).strip(),
+        path,
+        doc.get("from"),
+        doc.get("to"),
+        params,
+        rules=rules,
+        **policies,
+    )
+
+
+def _params(raw: Any, label: str) -> dict[str, Param]:
+    if not isinstance(raw, dict):
+        raise RuleError(f"{label}: 'params' must map names to defaults.")
+    params = {}
+    for name, spec in raw.items():
+        line = raw.key_lines[name]
+        if isinstance(spec, dict):
+            _no_unknown(spec, {"default", "help"}, label, f"parameter '{name}'")
+            if "default" not in spec:
+                raise RuleError(f"{label}:{line}: parameter '{name}' needs a default.")
+            params[name] = Param(name, spec["default"], str(spec.get("help", "")))
+        else:
+            params[name] = Param(name, spec)
+        if not re.fullmatch(r"[A-Za-z_]\w*", str(name)):
+            raise RuleError(f"{label}:{line}: parameter name '{name}' must be an identifier.")
+    return params
+
+
+_RULE_KEYS = {
+    "name",
+    "rename",
+    "cell",
+    "when",
+    "to",
+    "make",
+    "match",
+    "inputs",
+    "drop",
+    "refuse",
+    "approximate",
+}
+
+
+def _rule(index: int, raw: Any, label: str, params: Mapping[str, Param]) -> Rule:
+    if not isinstance(raw, dict):
+        raise RuleError(f"{label}: rule {index} must be a mapping (got {raw!r}).")
+    where = f"rule {index} ({label}:{raw.line})"
+    _no_unknown(raw, _RULE_KEYS, label, f"rule {index}")
+    kinds = [k for k in ("rename", "cell", "match") if k in raw]
+    if len(kinds) != 1:
+        raise RuleError(f"{where}: a rule has exactly one of 'rename', 'cell' or 'match'.")
+    common = dict(
+        index=index,
+        line=raw.line,
+        source_file=label,
+        name=raw.get("name"),
+        drop=_text(raw, "drop"),
+        refuse=_text(raw, "refuse"),
+        approximate=_text(raw, "approximate"),
+    )
+    try:
+        if kinds[0] == "rename":
+            return _rename_rule(raw, common)
+        if kinds[0] == "cell":
+            return _cell_rule(raw, common, params)
+        return _match_rule(raw, common, params)
+    except (ExprError, TemplateError, RuleError) as e:
+        raise RuleError(f"{where}: {e}") from None
+
+
+def _rename_rule(raw: dict, common: dict) -> RenameRule:
+    extra = set(raw) - {"rename", "name"}
+    if extra:
+        raise RuleError(f"a rename rule takes only 'rename' (and 'name'), not {', '.join(sorted(extra))}")
+    table = raw["rename"]
+    if not isinstance(table, dict) or not table:
+        raise RuleError("'rename' maps regexes to replacements")
+    subs = tuple((_regex(p, table.key_lines[p]), str(r)) for p, r in table.items())
+    return RenameRule(**common, subs=subs)
+
+
+def _cell_rule(raw: dict, common: dict, params: Mapping[str, Param]) -> CellRule:
+    source = layouts.layout(str(raw["cell"]))
+    when = raw.get("when") or {}
+    for key, value in when.items():
+        if key not in WHEN_KEYS:
+            raise RuleError(f"'when' takes {', '.join(WHEN_KEYS)}, not '{key}'")
+        if not isinstance(value, WHEN_KEYS[key]):
+            raise RuleError(f"'when: {key}' must be a {WHEN_KEYS[key].__name__}")
+    _one_action(raw, common, "make")
+    target, make = None, {}
+    if "make" in raw:
+        if "to" not in raw:
+            raise RuleError("a cell rule with 'make' needs 'to: <framework>.<cell>'")
+        target = layouts.layout(str(raw["to"]))
+        allowed_roles = family(target.framework).roles(target.cell)
+        known = (
+            set(family(source.framework).roles(source.cell)) | set(CELL_DIMS) | set(params) | _GATE_LETTERS
+        )
+        for role, text in raw["make"].items():
+            if role not in allowed_roles:
+                raise RuleError(
+                    f"line {raw['make'].key_lines[role]}: '{role}' is not a tensor of a {target.key} "
+                    f"cell (it has {', '.join(allowed_roles)})"
+                )
+            make[role] = _expr(text, known, raw["make"].key_lines[role])
+    return CellRule(**common, cell=source, when=dict(when), target=target, make=make)
+
+
+def _match_rule(raw: dict, common: dict, params: Mapping[str, Param]) -> MatchRule:
+    patterns = raw["match"] if isinstance(raw["match"], list) else [raw["match"]]
+    compiled = tuple(_regex(p, raw.key_lines["match"]) for p in patterns)
+    groups = set.intersection(*(set(p.groupindex) for p in compiled))
+    inputs = {}
+    for alias, text in (raw.get("inputs") or {}).items():
+        inputs[str(alias)] = _template(text, groups)
+    _one_action(raw, common, "to")
+    rename_to, make = None, {}
+    to = raw.get("to")
+    if isinstance(to, str):
+        if inputs:
+            raise RuleError("'inputs' go with 'to: {target: expression}', not with a plain rename")
+        rename_to = _template(to, groups)
+    elif isinstance(to, dict):
+        known = {"src", *inputs, *params, *_GATE_LETTERS}
+        for target, text in to.items():
+            make[_template(target, groups)] = _expr(text, known, to.key_lines[target])
+    elif to is not None:
+        raise RuleError("'to' is a target name template, or a mapping of target templates to expressions")
+    return MatchRule(**common, patterns=compiled, rename_to=rename_to, make=make, inputs=inputs)
+
+
+def _one_action(raw: dict, common: dict, produce_key: str) -> None:
+    actions = [k for k in (produce_key, "drop", "refuse") if k in raw and raw[k] is not None]
+    if len(actions) != 1:
+        raise RuleError(
+            f"a rule needs exactly one of '{produce_key}', 'drop' or 'refuse'"
+            + (f" (has {', '.join(actions)})" if actions else "")
+        )
+
+
+def _expr(text: Any, known: set[str], line: int) -> Expr:
+    try:
+        expr = Expr.parse(str(text))
+    except ExprError as e:
+        raise ExprError(f"line {line}: {e}") from None
+    unknown = sorted(expr.names() - known)
+    if unknown:
+        raise ExprError(
+            f"line {line}: '{text}' uses unknown name {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(known - _GATE_LETTERS))})"
+        )
+    return expr
+
+
+def _template(text: Any, groups: set[str]) -> Template:
+    template = Template(str(text))
+    template.check(groups)
+    return template
+
+
+def _regex(pattern: Any, line: int) -> re.Pattern[str]:
+    try:
+        return re.compile(str(pattern))
+    except re.error as e:
+        raise RuleError(f"line {line}: bad regex '{pattern}': {e}") from None
+
+
+def _text(raw: dict, key: str) -> str | None:
+    value = raw.get(key)
+    return None if value is None else " ".join(str(value).split())
+
+
+def _no_unknown(doc: dict, allowed: set[str], label: str, what: str) -> None:
+    for key in doc:
+        if key not in allowed:
+            line = getattr(doc, "key_lines", {}).get(key, "?")
+            raise RuleError(
+                f"{label}:{line}: unknown key '{key}' in {what}; allowed: {', '.join(sorted(allowed))}."
+            )

@@ -1,0 +1,59 @@
+"""Target-name templates: `{group}`, `{group|default}`, `{group?text}`.
+
+A rule's regex captures parts of a source name; its target names reuse them. Optional groups
+need a fallback: `{layer|0}` gives the captured layer or 0, `{rev?_reverse}` gives `_reverse`
+only when `rev` took part in the match. `{0}` is the whole matched name; `{{` and `}}` are braces.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Set
+from dataclasses import dataclass
+
+_FIELD = re.compile(r"\{\{|\}\}|\{(?P<name>\w+)(?:(?P<kind>[|?])(?P<arg>[^{}]*))?\}")
+
+
+class TemplateError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Template:
+    text: str
+
+    def fields(self) -> set[str]:
+        return {m["name"] for m in _FIELD.finditer(self.text) if m["name"]}
+
+    def check(self, groups: Set[str]) -> None:
+        """Every field must name a group of the rule's regex (or `0`)."""
+        unknown = sorted(self.fields() - set(groups) - {"0"})
+        if unknown:
+            have = ", ".join(sorted(groups)) or "none"
+            raise TemplateError(
+                f"template '{self.text}' uses {', '.join(unknown)}, not a group of the match (groups: {have})"
+            )
+        rest = _FIELD.sub("", self.text)
+        if "{" in rest or "}" in rest:
+            raise TemplateError(
+                f"template '{self.text}' has an unbalanced brace (write {{{{ or }}}} for a literal)"
+            )
+
+    def render(self, groups: Mapping[str, str | None]) -> str:
+        def field(m: re.Match[str]) -> str:
+            token = m.group(0)
+            if token in ("{{", "}}"):
+                return token[0]
+            value = groups.get(m["name"])
+            if m["kind"] == "?":
+                return m["arg"] if value is not None else ""
+            if value is None:
+                if m["kind"] == "|":
+                    return m["arg"]
+                raise TemplateError(
+                    f"template '{self.text}': group '{m['name']}' did not take part in the match; "
+                    f"write {{{m['name']}|default}}"
+                )
+            return value
+
+        return _FIELD.sub(field, self.text)

@@ -1,0 +1,1 @@
+"""Built-in mappings (YAML), shipped as package data of ckptmap."""
