@@ -18,9 +18,8 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 def tf1():
     import tensorflow as tf
 
-    v1 = tf.compat.v1
-    v1.disable_eager_execution()
-    return tf, v1
+    # Graphs are built inside `tf.Graph().as_default()`; eager stays on for everything else (Keras).
+    return tf, tf.compat.v1
 
 
 def make_tf1_cell(

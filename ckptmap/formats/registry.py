@@ -4,7 +4,8 @@ Each row names a module that implements the format protocol:
 
     sniff(path: Path) -> bool          reads at most a few header bytes; False means "not mine"
     read(path: Path) -> Checkpoint     lazy: reads the index/header only
-    files(path: Path) -> list[Path]    (writers) the files `write` creates for this destination
+    files(path: Path, ckpt: Checkpoint | None = None) -> list[Path]
+                                       (writers) the files `write` creates for this destination
     write(ckpt: Checkpoint, path: Path) -> list[Path]   (writers) atomic, see ckptmap.atomic
 
 Modules are imported on first use, so listing formats imports nothing heavy. A format is chosen
