@@ -6,7 +6,8 @@ keeps a private table. bfloat16 comes from ml_dtypes, which gives numpy a real b
 TensorFlow.
 
 Sources: TF `DataType` enum values are from tensorflow/core/framework/types.proto; torch storage
-class names from torch/storage.py (`_LegacyStorage` subclasses); safetensors codes from the
+class names from torch/storage.py (`_LegacyStorage` subclasses; uint16/32/64 have none: torch saves
+them as an UntypedStorage plus the dtype, see formats/torch_pickle.py); safetensors codes from the
 safetensors format spec (README "Format").
 """
 
@@ -51,9 +52,9 @@ DTYPES: tuple[DType, ...] = (
     _row("int32", np.int32, 3, "IntStorage", "I32"),
     _row("int64", np.int64, 9, "LongStorage", "I64"),
     _row("uint8", np.uint8, 4, "ByteStorage", "U8"),
-    _row("uint16", np.uint16, 17, "UInt16Storage", "U16"),
-    _row("uint32", np.uint32, 22, "UInt32Storage", "U32"),
-    _row("uint64", np.uint64, 23, "UInt64Storage", "U64"),
+    _row("uint16", np.uint16, 17, None, "U16"),
+    _row("uint32", np.uint32, 22, None, "U32"),
+    _row("uint64", np.uint64, 23, None, "U64"),
     _row("bool", np.bool_, 10, "BoolStorage", "BOOL"),
     _row("complex64", np.complex64, 8, "ComplexFloatStorage", "C64"),
     _row("complex128", np.complex128, 18, "ComplexDoubleStorage", None),

@@ -6,7 +6,9 @@ Each row names a module that implements the format protocol:
     read(path: Path) -> Checkpoint     lazy: reads the index/header only
     files(path: Path, ckpt: Checkpoint | None = None) -> list[Path]
                                        (writers) the files `write` creates for this destination
-    write(ckpt: Checkpoint, path: Path) -> list[Path]   (writers) atomic, see ckptmap.atomic
+    write(ckpt: Checkpoint, path: Path, *, progress=None) -> list[Path]
+                                       (writers) atomic (see ckptmap.atomic), streaming one tensor at a
+                                       time; `progress(n)` is called with the bytes each tensor added
 
 Modules are imported on first use, so listing formats imports nothing heavy. A format is chosen
 by explicit name, else by trying the formats whose suffixes fit the path first and then all the
