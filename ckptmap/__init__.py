@@ -1,5 +1,11 @@
-"""ckptmap: inspect and remap checkpoints of recurrent neural networks."""
+"""ckptmap: inspect and remap checkpoints of recurrent neural networks.
 
+>>> import ckptmap
+>>> ckpt = ckptmap.load("sample_checkpoints/tf1_lstm2")                  # doctest: +SKIP
+>>> ckptmap.convert("sample_checkpoints/tf1_lstm2", "lstm.pt", mapping="tf1-to-torch")  # doctest: +SKIP
+"""
+
+from .api import ConversionReport, DiffReport, convert, diff, load, mapping, save
 from .errors import (
     CkptmapError,
     FormatError,
@@ -10,6 +16,7 @@ from .errors import (
     UsageError,
     WriteError,
 )
+from .rules.mapping import Mapping
 from .tree import Checkpoint, TensorEntry
 
 __version__ = "0.1.0"
@@ -17,7 +24,10 @@ __version__ = "0.1.0"
 __all__ = [
     "Checkpoint",
     "CkptmapError",
+    "ConversionReport",
+    "DiffReport",
     "FormatError",
+    "Mapping",
     "MappingError",
     "RuleError",
     "SourceNotFoundError",
@@ -25,4 +35,9 @@ __all__ = [
     "UnsupportedError",
     "UsageError",
     "WriteError",
+    "convert",
+    "diff",
+    "load",
+    "mapping",
+    "save",
 ]

@@ -86,6 +86,9 @@ class AtomicFiles:
         except OSError as e:
             self._cleanup()
             raise WriteError(f"{directory}: cannot create the output directory ({e.strerror or e}).") from e
+        if not directory.is_dir():
+            self._cleanup()
+            raise WriteError(f"{directory}: cannot create the output directory; a file has that name.")
         if not os.access(directory, os.W_OK):
             self._cleanup()
             raise WriteError(f"{directory}: the output directory is not writable.")

@@ -82,23 +82,42 @@ def writable_formats() -> list[str]:
 
 def detect(path: Path) -> FormatSpec:
     """The format of the checkpoint at `path` (a file, a TF prefix, or a directory)."""
+    return resolve(path)[0]
+
+
+def resolve(path: Path) -> tuple[FormatSpec, Path]:
+    """The format and the path to read: `path` itself, or the one checkpoint file in a directory."""
     if not path.exists() and not _has_prefix_files(path):
         raise SourceNotFoundError(f"{path}: no such file, directory or checkpoint prefix.")
-    suffix = path.suffix.lower()
-    ordered = [f for f in FORMATS if suffix in f.suffixes] + [f for f in FORMATS if suffix not in f.suffixes]
-    for candidate in ordered:
-        if candidate.load().sniff(path):
-            return candidate
-    tried = ", ".join(f.description for f in FORMATS)
+    found = _sniff(path)
+    if found is not None:
+        return found, path
+    if path.is_dir():
+        inside = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        readable = [(fmt, p) for p in inside if (fmt := _sniff(p)) is not None]
+        if len(readable) == 1:
+            return readable[0]
+        names = ", ".join(p.name for _, p in readable) or ", ".join(p.name for p in inside[:8]) or "none"
+        what = "several checkpoints" if readable else "no checkpoint ckptmap can read"
+        raise FormatError(f"{path}: a directory with {what}; name one file (files: {names}).")
     if path.is_file() and path.stat().st_size == 0:
         raise FormatError(f"{path}: the file is empty.")
+    tried = ", ".join(f.description for f in FORMATS)
     raise FormatError(f"{path}: not a checkpoint ckptmap can read (tried: {tried}).")
+
+
+def _sniff(path: Path) -> FormatSpec | None:
+    suffix = path.suffix.lower()
+    ordered = [f for f in FORMATS if suffix in f.suffixes] + [f for f in FORMATS if suffix not in f.suffixes]
+    return next((f for f in ordered if f.load().sniff(path)), None)
 
 
 def read(path: str | Path, *, format: str | None = None) -> Checkpoint:
     p = Path(path)
-    fmt = spec(format) if format else detect(p)
-    return fmt.load().read(p)
+    if format:
+        return spec(format).load().read(p)
+    fmt, target = resolve(p)
+    return fmt.load().read(target)
 
 
 def output_format(path: Path, to: str | None) -> FormatSpec:

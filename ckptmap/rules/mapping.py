@@ -61,17 +61,30 @@ class Mapping:
 
 def load(name_or_path: str | os.PathLike[str], params: MappingABC[str, Any] | None = None) -> Mapping:
     """A built-in mapping by name, or a mapping file by path."""
-    text = os.fspath(name_or_path)
+    return Mapping(load_spec(os.fspath(name_or_path)), params)
+
+
+def load_spec(text: str, including: Path | None = None, _chain: tuple[str, ...] = ()) -> schema.MappingSpec:
+    """Parse a mapping by name or path; `including` is the file whose `include:` names it."""
     path = Path(text)
+    if including is not None and not path.is_absolute() and (including.parent / path).exists():
+        path = including.parent / path
+    key = str(path.resolve()) if path.exists() else text
+    if key in _chain:
+        raise RuleError(f"Mapping '{text}' includes itself (through {' -> '.join(_chain)}).")
+
+    def resolve(name: str, by: Path | None) -> schema.MappingSpec:
+        return load_spec(name, by, (*_chain, key))
+
     if path.suffix in (".yaml", ".yml") or os.sep in text or path.exists():
         if not path.exists():
             raise RuleError(f"{path}: no such mapping file.")
-        return Mapping(schema.load_file(path), params)
+        return schema.load_file(path, resolve=resolve)
     builtin = _builtin_dir() / f"{text}.yaml"
     if not builtin.is_file():
         names = ", ".join(b.name for b in builtins())
         raise UsageError(f"No built-in mapping named '{text}'; built-in: {names}. A file path works too.")
-    return Mapping(schema.parse(builtin.read_text(encoding="utf-8"), f"{text}.yaml"), params)
+    return schema.parse(builtin.read_text(encoding="utf-8"), f"{text}.yaml", path=builtin, resolve=resolve)
 
 
 def builtins() -> list[BuiltinInfo]:

@@ -17,7 +17,7 @@ regex does not have; the message names the rule and its line.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ POLICIES = {
     "slots": ("follow", "drop"),
     "bookkeeping": ("keep", "drop"),
 }
-TOP_KEYS = {"name", "description", "from", "to", "params", "rules", *POLICIES}
+TOP_KEYS = {"name", "description", "from", "to", "params", "include", "rules", *POLICIES}
 WHEN_KEYS = {
     "peepholes": bool,
     "proj": bool,
@@ -131,15 +131,19 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _LineDict:
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def load_file(path: Path, label: str | None = None) -> MappingSpec:
+def load_file(path: Path, label: str | None = None, *, resolve: Resolver | None = None) -> MappingSpec:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise RuleError(f"{path}: cannot read the mapping file ({e.strerror or e}).") from e
-    return parse(text, label or str(path), path=path)
+    return parse(text, label or str(path), path=path, resolve=resolve)
 
 
-def parse(text: str, label: str, *, path: Path | None = None) -> MappingSpec:
+# Finds an included mapping: (name or path, the including file or None) -> its spec.
+Resolver = Callable[[str, "Path | None"], "MappingSpec"]
+
+
+def parse(text: str, label: str, *, path: Path | None = None, resolve: Resolver | None = None) -> MappingSpec:
     try:
         doc = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as e:
@@ -152,7 +156,9 @@ def parse(text: str, label: str, *, path: Path | None = None) -> MappingSpec:
     if not isinstance(doc, dict):
         raise RuleError(f"{label}: a mapping file must be a YAML mapping with a 'rules' list.")
     _no_unknown(doc, TOP_KEYS, label, "the mapping")
-    params = _params(doc.get("params") or {}, label)
+    included = _includes(doc, label, path, resolve)
+    params = {name: p for spec in included for name, p in spec.params.items()}
+    params.update(_params(doc.get("params") or {}, label))
     raw_rules = doc.get("rules")
     if not isinstance(raw_rules, list) or not raw_rules:
         raise RuleError(f"{label}:{doc.key_lines.get('rules', 1)}: 'rules' must be a non-empty list.")
@@ -164,7 +170,8 @@ def parse(text: str, label: str, *, path: Path | None = None) -> MappingSpec:
                 f"{label}:{doc.key_lines[key]}: {key} must be one of {', '.join(allowed)}, not '{value}'."
             )
         policies[key] = value
-    rules = tuple(_rule(i + 1, raw, label, params) for i, raw in enumerate(raw_rules))
+    rules = tuple(r for spec in included for r in spec.rules)
+    rules += tuple(_rule(i + 1, raw, label, params) for i, raw in enumerate(raw_rules))
     name = str(doc.get("name") or (path.stem if path else label))
     return MappingSpec(
         name,
@@ -176,6 +183,17 @@ def parse(text: str, label: str, *, path: Path | None = None) -> MappingSpec:
         rules=rules,
         **policies,
     )
+
+
+def _includes(doc: dict, label: str, path: Path | None, resolve: Resolver | None) -> list[MappingSpec]:
+    """Mappings whose parameters and rules come first (`include: [tf1-legacy-names]`)."""
+    names = doc.get("include") or []
+    names = [names] if isinstance(names, str) else names
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise RuleError(f"{label}:{doc.key_lines['include']}: 'include' lists mapping names or files.")
+    if names and resolve is None:
+        raise RuleError(f"{label}:{doc.key_lines['include']}: 'include' is not available here.")
+    return [resolve(name, path) for name in names]  # type: ignore[misc]
 
 
 def _params(raw: Any, label: str) -> dict[str, Param]:

@@ -111,3 +111,26 @@ def test_params_are_typed_by_their_default():
 def test_unknown_builtin_lists_the_builtins():
     with pytest.raises(UsageError, match=r"built-in: .*tf1-to-torch"):
         mapping_lib.load("tf1-to-pytorch")
+
+
+def test_the_readme_example_mapping_is_valid(tmp_path):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    [example] = [
+        block for block in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "name: my-lstm-to-torch" in block
+    ]
+    path = tmp_path / "example.yaml"
+    path.write_text(example)
+    m = mapping_lib.load(path)
+    kinds = [type(r).__name__ for r in m.spec.rules]
+    assert kinds == ["RenameRule"] * 3 + [
+        "RenameRule",
+        "CellRule",
+        "CellRule",
+        "MatchRule",
+        "MatchRule",
+        "MatchRule",
+    ]
+    assert m.params == {"forget_bias": 1.0}

@@ -1,0 +1,5 @@
+"""`python -m ckptmap` is the `ckptmap` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,287 @@
+"""The public functions: load, mapping, save, convert, diff. The CLI is a thin layer over these.
+
+Library code never prints or exits: it returns reports and raises `CkptmapError`s.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Mapping as MappingABC
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .cells.model import RNN
+from .errors import MappingError, UsageError, WriteError
+from .formats import registry
+from .rules.mapping import Mapping
+from .rules.mapping import load as load_mapping
+from .rules.plan import Plan, PlannedTensor
+from .tree import Checkpoint, TensorEntry
+
+PathLike = str | os.PathLike[str]
+MappingLike = str | os.PathLike[str] | Mapping
+Progress = Callable[[int], None]
+
+# The output format a mapping's target framework implies when the destination name does not say.
+_FORMAT_OF_FRAMEWORK = {"tf1": "tf", "torch": "torch"}
+
+
+def load(path: PathLike, *, format: str | None = None) -> Checkpoint:
+    """Open a checkpoint lazily: only its index or header is read.
+
+    >>> ckpt = ckptmap.load("sample_checkpoints/tf1_lstm2")   # doctest: +SKIP
+    >>> ckpt.rnns[0].describe()                                # doctest: +SKIP
+    'LSTMCell at (root): input 3, units 8, 2 layers, unidirectional'
+    """
+    return registry.read(path, format=format)
+
+
+def mapping(name_or_path: PathLike, **params: Any) -> Mapping:
+    """A built-in mapping by name (see `ckptmap mappings`) or a YAML file, with parameters set."""
+    return load_mapping(name_or_path, params)
+
+
+def save(
+    ckpt: Checkpoint,
+    path: PathLike,
+    *,
+    format: str | None = None,
+    progress: Progress | None = None,
+    sources: Iterable[Path] = (),
+) -> list[Path]:
+    """Write `ckpt` atomically; the format comes from `format` or the file name. Returns the files written."""
+    dst = Path(path)
+    fmt = registry.output_format(dst, format)
+    writer = fmt.load()
+    _refuse_overwriting_source(writer.files(dst, ckpt), [*ckpt.files, *sources])
+    return writer.write(ckpt, dst, progress=progress)
+
+
+@dataclass
+class ConversionReport:
+    source: Path
+    source_format: str
+    destination: Path
+    destination_format: str
+    plan: Plan
+    files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    bytes_written: int = 0
+    seconds: float = 0.0
+    dry_run: bool = False
+
+    @property
+    def exact(self) -> bool:
+        return self.plan.exact
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": str(self.source),
+            "source_format": self.source_format,
+            "destination": str(self.destination),
+            "destination_format": self.destination_format,
+            "files": [str(f) for f in self.files],
+            "notes": self.notes,
+            "bytes_written": self.bytes_written,
+            "seconds": round(self.seconds, 3),
+            "dry_run": self.dry_run,
+            "plan": self.plan.to_dict(),
+        }
+
+
+def convert(
+    src: PathLike,
+    dst: PathLike,
+    mapping: MappingLike | Sequence[MappingLike] | None = None,
+    params: MappingABC[str, Any] | None = None,
+    rename: MappingABC[str, str] | None = None,
+    to: str | None = None,
+    *,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> ConversionReport:
+    """Read `src`, apply the mapping(s), rename targets last, and write `dst` atomically.
+
+    Everything is validated before anything is written; `dry_run` stops there and returns the plan.
+
+    >>> ckptmap.convert("sample_checkpoints/tf1_lstm2", "lstm.pt", mapping="tf1-to-torch")  # doctest: +SKIP
+    """
+    started = time.perf_counter()
+    source = load(src)
+    mappings = _mappings(mapping, params or {})
+    out, plan = apply(source, mappings, rename)
+    dst_path = Path(dst)
+    fmt = _output_format(dst_path, to, mappings)
+    report = ConversionReport(
+        Path(src), source.format, dst_path, fmt.name, plan, notes=list(source.notes), dry_run=dry_run
+    )
+    if not dry_run:
+        writer = fmt.load()
+        _refuse_overwriting_source(writer.files(dst_path, out), source.files)
+        report.files = writer.write(out, dst_path, progress=progress)
+        report.bytes_written = sum(f.stat().st_size for f in report.files if f.exists())
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def apply(
+    ckpt: Checkpoint,
+    mappings: Sequence[Mapping],
+    rename: MappingABC[str, str] | None = None,
+) -> tuple[Checkpoint, Plan]:
+    """Apply mappings in order, then the final renames; lazy, nothing is read."""
+    plan = Plan(
+        [], {}, [PlannedTensor(e.name, e.shape, e.dtype, (e.name,), "kept") for e in ckpt.entries.values()]
+    )
+    for m in mappings:
+        ckpt, step = m.run(ckpt)
+        plan = plan.then(step)
+    if rename:
+        ckpt, step = rename_all(ckpt, rename)
+        plan = plan.then(step)
+    return ckpt, plan
+
+
+def rename_all(ckpt: Checkpoint, rename: MappingABC[str, str]) -> tuple[Checkpoint, Plan]:
+    """Apply `regex -> replacement` renames (the CLI's --rename) to every name, in order."""
+    compiled = []
+    for pattern, replacement in rename.items():
+        try:
+            compiled.append((re.compile(pattern), replacement))
+        except re.error as e:
+            raise UsageError(f"--rename '{pattern}={replacement}': bad regex ({e}).") from None
+    entries: list[TensorEntry] = []
+    targets: list[PlannedTensor] = []
+    seen: dict[str, str] = {}
+    for entry in ckpt.entries.values():
+        new = entry.name
+        for pattern, replacement in compiled:
+            try:
+                new = pattern.sub(replacement, new)
+            except re.error as e:
+                raise UsageError(f"--rename '{pattern.pattern}={replacement}': {e}.") from None
+        if new in seen:
+            raise MappingError(f"--rename gives both '{seen[new]}' and '{entry.name}' the name '{new}'.")
+        seen[new] = entry.name
+        entries.append(entry.renamed(new, slot_of=entry.slot_of))
+        targets.append(
+            PlannedTensor(
+                new,
+                entry.shape,
+                entry.dtype,
+                (entry.name,),
+                "kept" if new == entry.name else "renamed",
+                "--rename" if new != entry.name else None,
+            )
+        )
+    out = Checkpoint(
+        entries,
+        format=ckpt.format,
+        path=ckpt.path,
+        files=ckpt.files,
+        notes=ckpt.notes,
+        metadata=ckpt.metadata,
+        classify=False,
+    )
+    return out, Plan(["--rename"], {}, targets)
+
+
+def legacy_rnns(ckpt: Checkpoint) -> list[RNN]:
+    """RNNs whose variables still carry TF <= 1.1 names, found through the tf1-legacy-names mapping.
+
+    Their tensor names are the modern ones; `tf1-to-torch` renames on its own, and a TF checkpoint
+    gets modern names with `--mapping tf1-legacy-names`.
+    """
+    if ckpt.format not in ("tf", "tf-v1"):
+        return []
+    renamed = load_mapping("tf1-legacy-names").apply(ckpt)
+    return [rnn for rnn in renamed.rnns if not set(rnn.tensor_names) <= set(ckpt.entries)]
+
+
+@dataclass
+class DiffReport:
+    a: Path
+    b: Path
+    only_in_a: list[str]
+    only_in_b: list[str]
+    changed: list[tuple[str, str, str]]  # (name, in a, in b) for shape or dtype changes
+
+    @property
+    def same(self) -> bool:
+        return not (self.only_in_a or self.only_in_b or self.changed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "a": str(self.a),
+            "b": str(self.b),
+            "only_in_a": self.only_in_a,
+            "only_in_b": self.only_in_b,
+            "changed": [{"name": n, "a": x, "b": y} for n, x, y in self.changed],
+            "same": self.same,
+        }
+
+
+def diff(a: PathLike, b: PathLike) -> DiffReport:
+    """Names only in one checkpoint, and shape or dtype changes, by canonical name."""
+    ca, cb = load(a), load(b)
+    changed = []
+    for name, ea in ca.entries.items():
+        eb = cb.entries.get(name)
+        if eb is not None and (ea.shape, ea.dtype) != (eb.shape, eb.dtype):
+            changed.append((name, f"{list(ea.shape)} {ea.dtype}", f"{list(eb.shape)} {eb.dtype}"))
+    return DiffReport(
+        Path(a),
+        Path(b),
+        [n for n in ca.entries if n not in cb.entries],
+        [n for n in cb.entries if n not in ca.entries],
+        changed,
+    )
+
+
+def _mappings(
+    mapping: MappingLike | Sequence[MappingLike] | None, params: MappingABC[str, Any]
+) -> list[Mapping]:
+    if mapping is None:
+        items: list[MappingLike] = []
+    elif isinstance(mapping, (str, os.PathLike, Mapping)):
+        items = [mapping]
+    else:
+        items = list(mapping)
+    loaded = [m if isinstance(m, Mapping) else load_mapping(m) for m in items]
+    unclaimed = set(params)
+    result = []
+    for m in loaded:
+        mine = {k: v for k, v in params.items() if k in m.spec.params}
+        unclaimed -= set(mine)
+        result.append(Mapping(m.spec, {**m.params, **mine}) if mine else m)
+    if unclaimed:
+        names = ", ".join(m.name for m in loaded) or "no mapping"
+        raise UsageError(f"--set {', '.join(sorted(unclaimed))}: not a parameter of {names}.")
+    return result
+
+
+def _output_format(dst: Path, to: str | None, mappings: Sequence[Mapping]) -> registry.FormatSpec:
+    if to or any(dst.suffix.lower() in f.suffixes for f in registry.FORMATS if f.writable):
+        return registry.output_format(dst, to)
+    framework = mappings[-1].spec.target_framework if mappings else None
+    if framework in _FORMAT_OF_FRAMEWORK:
+        return registry.spec(_FORMAT_OF_FRAMEWORK[framework])
+    return registry.output_format(dst, None)
+
+
+def _refuse_overwriting_source(outputs: Iterable[Path], sources: Iterable[Path]) -> None:
+    source_files = [Path(s) for s in sources]
+    for out in outputs:
+        for src in source_files:
+            if out.exists() and src.exists() and os.path.samefile(out, src):
+                raise WriteError(
+                    f"{out}: refusing to write over the source checkpoint; choose another destination."
+                )
+            if out.resolve() == src.resolve():
+                raise WriteError(
+                    f"{out}: refusing to write over the source checkpoint; choose another destination."
+                )

@@ -1,0 +1,113 @@
+"""`ckptmap convert SRC DST`: apply a mapping and write a checkpoint the target framework restores."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Annotated
+
+import typer
+
+from .. import api
+from ..errors import UsageError
+from . import render
+from .progress import ProgressBar
+
+
+def convert(
+    src: Annotated[str, typer.Argument(help="Source checkpoint (any format ckptmap reads).")],
+    dst: Annotated[
+        str, typer.Argument(help="Destination: .pt/.pth/.bin, .safetensors, or a TF prefix (.ckpt).")
+    ],
+    mapping: Annotated[
+        list[str] | None,
+        typer.Option("--mapping", "-m", help="Built-in mapping name or YAML file; repeat to chain."),
+    ] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Mapping parameter KEY=VALUE.")] = None,
+    rename: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--rename", help="REGEX=REPLACEMENT applied to target names last (split at the last '=')."
+        ),
+    ] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Output format: tf, torch or safetensors.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Convert a checkpoint, renaming scopes and reshaping tensors by a mapping.
+
+    Examples:
+
+      ckptmap convert sample_checkpoints/tf1_lstm2 lstm.pt --mapping tf1-to-torch
+
+      ckptmap convert model.ckpt out/model.ckpt --rename '^model_1/=model_3/'
+    """
+    params = _pairs(set_ or [], "--set", first=True)
+    renames = _pairs(rename or [], "--rename", first=False)
+    bar = ProgressBar("Writing") if not (dry_run or json_output) else None
+    try:
+        report = api.convert(
+            src,
+            dst,
+            mapping or None,
+            params,
+            renames,
+            to,
+            dry_run=dry_run,
+            progress=bar.update if bar else None,
+        )
+    finally:
+        if bar:
+            bar.close()
+    if json_output:
+        print(json.dumps(report.to_dict(), indent=2))
+        return
+    plan = report.plan
+    used = ", ".join(plan.mappings) or "no mapping (names unchanged)"
+    params_text = ", ".join(f"{k}={v}" for k, v in plan.params.items())
+    verb = "Plan for" if dry_run else "Converted"
+    print(
+        f"{verb} {src} ({report.source_format}) -> {dst} ({report.destination_format}) with {used}"
+        + (f" ({params_text})" if params_text else "")
+    )
+    for note in report.notes:
+        print(f"Note: {note}")
+    if dry_run:
+        rows = [
+            (t.name, render.shape(t.shape), t.dtype, "<- " + ", ".join(t.sources), t.how)
+            for t in plan.targets
+        ]
+        for line in render.table(rows):
+            print(line)
+    counts = Counter(
+        "kept" if t.how == "kept" else "renamed" if t.how == "renamed" else "converted" for t in plan.targets
+    )
+    written = f"{len(plan.targets)} tensors" + (
+        "" if dry_run else f" written ({render.size(report.bytes_written)}) in {report.seconds:.2f} s"
+    )
+    print(f"  {written}: {counts['converted']} converted, {counts['renamed']} renamed, {counts['kept']} kept")
+    if plan.dropped:
+        reasons = Counter(
+            why.split(":")[0] if why.startswith("rule") else why.split(" of ")[0] for _, why in plan.dropped
+        )
+        print(f"  dropped {len(plan.dropped)}: " + ", ".join(f"{n} {r}" for r, n in reasons.items()))
+    kept = [t.name for t in plan.targets if t.how == "kept" and t.sources == (t.name,)]
+    if kept and plan.mappings:
+        print(
+            f"  passed through unchanged: {', '.join(kept[:6])}"
+            + (f" and {len(kept) - 6} more" if len(kept) > 6 else "")
+        )
+    for a in plan.approximations:
+        print(f"  NOT EXACT ({a.scope}): {a.reason}")
+    for path in report.files:
+        print(f"  wrote {path}")
+
+
+def _pairs(items: list[str], option: str, *, first: bool) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        if "=" not in item:
+            raise UsageError(f"{option} '{item}': expected KEY=VALUE.")
+        key, value = item.split("=", 1) if first else item.rsplit("=", 1)
+        pairs[key] = value
+    return pairs

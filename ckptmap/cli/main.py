@@ -1,0 +1,56 @@
+"""The `ckptmap` app and its entry point: errors become one line and exit code 2.
+
+Exit codes: 0 success, 1 differences found (diff, verify), 2 trouble (bad input, bad usage, and
+internal errors too, so a crash never reads as "differs"). `--debug` anywhere on the command line
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from ..errors import CkptmapError
+from . import convert_cmd, diff_cmd, inspect_cmd, mappings_cmd
+
+app = typer.Typer(
+    name="ckptmap",
+    help="Inspect and remap checkpoints of recurrent neural networks (TF1, PyTorch, safetensors).",
+    epilog="Exit codes: 0 ok, 1 differences found, 2 error. Add --debug anywhere for a traceback.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("inspect", no_args_is_help=True)(inspect_cmd.inspect)
+app.command("convert", no_args_is_help=True)(convert_cmd.convert)
+app.command("diff", no_args_is_help=True)(diff_cmd.diff)
+app.command("mappings")(mappings_cmd.mappings)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or bool(os.environ.get("CKPTMAP_DEBUG"))
+    args = [a for a in args if a != "--debug"]
+    try:
+        app(args=args, prog_name="ckptmap")
+    except CkptmapError as e:
+        if debug:
+            raise
+        print(f"Error: {e}", file=sys.stderr)
+        if e.hint:
+            print(f"Hint: {e.hint}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("Interrupted; no output was left behind.", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:  # an internal error: still exit 2, never 1 ("differs")
+        if debug:
+            raise
+        print(
+            f"Internal error: {type(e).__name__}: {e}. Run again with --debug for the traceback.",
+            file=sys.stderr,
+        )
+        sys.exit(2)
