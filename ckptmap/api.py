@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .cells.model import RNN
+from .cells.recognize import find_in_entries
 from .errors import MappingError, UsageError, WriteError
 from .formats import registry
 from .rules.mapping import Mapping
@@ -112,7 +113,7 @@ def convert(
     """
     started = time.perf_counter()
     source = load(src)
-    mappings = _mappings(mapping, params or {})
+    mappings = resolve_mappings(mapping, params or {})
     out, plan = apply(source, mappings, rename)
     dst_path = Path(dst)
     fmt = _output_format(dst_path, to, mappings)
@@ -190,16 +191,36 @@ def rename_all(ckpt: Checkpoint, rename: MappingABC[str, str]) -> tuple[Checkpoi
     return out, Plan(["--rename"], {}, targets)
 
 
-def legacy_rnns(ckpt: Checkpoint) -> list[RNN]:
-    """RNNs whose variables still carry TF <= 1.1 names, found through the tf1-legacy-names mapping.
+@dataclass(frozen=True)
+class Recognized:
+    """An RNN found in a checkpoint, with the view of the checkpoint its names refer to."""
 
-    Their tensor names are the modern ones; `tf1-to-torch` renames on its own, and a TF checkpoint
-    gets modern names with `--mapping tf1-legacy-names`.
+    rnn: RNN
+    view: Checkpoint  # the checkpoint under the names `rnn` uses (renamed, for old TF names)
+    original: MappingABC[str, str]  # each of `rnn`'s tensor names -> its name in the checkpoint itself
+    legacy: bool = False
+
+
+def recognize(ckpt: Checkpoint, *, partial: bool = False) -> list[Recognized]:
+    """Every RNN in `ckpt`, also those under TF <= 1.1 names (found through tf1-legacy-names).
+
+    `partial` also finds cells that lack some tensors, to say what they lack.
     """
-    if ckpt.format not in ("tf", "tf-v1"):
-        return []
-    renamed = load_mapping("tf1-legacy-names").apply(ckpt)
-    return [rnn for rnn in renamed.rnns if not set(rnn.tensor_names) <= set(ckpt.entries)]
+    found = [Recognized(rnn, ckpt, {n: n for n in rnn.tensor_names})
+             for rnn in find_in_entries(ckpt.entries, partial=partial)]  # fmt: skip
+    if ckpt.format in ("tf", "tf-v1"):
+        renamed, plan = load_mapping("tf1-legacy-names").run(ckpt)
+        origin = {t.name: t.sources[0] for t in plan.targets}
+        for rnn in find_in_entries(renamed.entries, partial=partial):
+            if not set(rnn.tensor_names) <= set(ckpt.entries):
+                found.append(Recognized(rnn, renamed, {n: origin[n] for n in rnn.tensor_names}, legacy=True))
+    return found
+
+
+def legacy_rnns(ckpt: Checkpoint) -> list[RNN]:
+    """RNNs whose variables still carry TF <= 1.1 names; their tensor names are the modern ones.
+    `tf1-to-torch` renames on its own; a TF checkpoint gets modern names with `tf1-legacy-names`."""
+    return [r.rnn for r in recognize(ckpt) if r.legacy]
 
 
 @dataclass
@@ -242,9 +263,10 @@ def diff(a: PathLike, b: PathLike) -> DiffReport:
     )
 
 
-def _mappings(
+def resolve_mappings(
     mapping: MappingLike | Sequence[MappingLike] | None, params: MappingABC[str, Any]
 ) -> list[Mapping]:
+    """Mappings by name, path or object; each `params` entry goes to the mappings that declare it."""
     if mapping is None:
         items: list[MappingLike] = []
     elif isinstance(mapping, (str, os.PathLike, Mapping)):

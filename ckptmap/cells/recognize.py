@@ -37,11 +37,12 @@ def find_rnns(ckpt: Checkpoint) -> list[RNN]:
     return find_in_entries(ckpt.entries)
 
 
-def find_in_entries(entries: Mapping[str, TensorEntry]) -> list[RNN]:
-    """RNNs among the weights of `entries`, in the order their first tensor appears."""
+def find_in_entries(entries: Mapping[str, TensorEntry], *, partial: bool = False) -> list[RNN]:
+    """RNNs among the weights of `entries`, in the order their first tensor appears. `partial`
+    also finds cells that miss some tensors (to say what is missing, not to convert them)."""
     weights = {name: e for name, e in entries.items() if e.kind == kinds.WEIGHT}
     order = {name: i for i, name in enumerate(weights)}
     found: list[RNN] = []
     for framework in FAMILIES:
-        found.extend(family(framework).find(weights))
+        found.extend(family(framework).find(weights, partial=partial))
     return sorted(found, key=lambda rnn: min(order[n] for n in rnn.tensor_names))

@@ -83,10 +83,11 @@ class _Place:
     reverse: bool
 
 
-def find(entries: Mapping[str, TensorEntry]) -> list[RNN]:
-    """Every TF1 RNN in `entries` (weights only), grouped from its cells."""
+def find(entries: Mapping[str, TensorEntry], *, partial: bool = False) -> list[RNN]:
+    """Every TF1 RNN in `entries` (weights only), grouped from its cells. With `partial`, cells
+    that miss some of their tensors count too, when their kernel gives the sizes."""
     groups: dict[tuple[str, str], list[tuple[_Place, _Found]]] = {}
-    for found in _find_cells(entries):
+    for found in _find_cells(entries, partial):
         place = _parse_place(found.scope)
         groups.setdefault((place.user_scope, place.form), []).append((place, found))
     rnns = [rnn for (scope, form), cells in groups.items() if (rnn := _group_rnn(scope, form, cells))]
@@ -107,7 +108,7 @@ def cell_scope(target: RNN, layer: int, reverse: bool) -> str:
         parts += ["bidirectional_rnn", direction, "multi_rnn_cell", f"cell_{layer}"]
     else:
         parts += ["stack_bidirectional_rnn", f"cell_{layer}", "bidirectional_rnn", direction]
-    parts.append(target.cell_name or _default_spec(target.kind).scope_name)
+    parts.append(target.cell_name or _spec_for(target).scope_name)
     return "/".join(parts)
 
 
@@ -122,6 +123,12 @@ def member_name(target: RNN, layer: int, reverse: bool, role: str) -> str:
 
 def roles(kind: str) -> tuple[str, ...]:
     spec = _default_spec(kind)
+    return (*spec.members, *spec.optional)
+
+
+def cell_roles(rnn: RNN) -> tuple[str, ...]:
+    """The tensors the cell class of `rnn` can have (BasicLSTMCell: no peepholes, no projection)."""
+    spec = _spec_for(rnn)
     return (*spec.members, *spec.optional)
 
 
@@ -141,7 +148,7 @@ def _default_spec(kind: str) -> TF1Cell:
     return {"lstm": _LSTM, "gru": _BY_SCOPE["gru_cell"], "rnn": _BY_SCOPE["basic_rnn_cell"]}[kind]
 
 
-def _find_cells(entries: Mapping[str, TensorEntry]) -> list[_Found]:
+def _find_cells(entries: Mapping[str, TensorEntry], partial: bool) -> list[_Found]:
     candidates: dict[str, TF1Cell] = {}
     for name in entries:
         for spec in CELLS:
@@ -157,20 +164,21 @@ def _find_cells(entries: Mapping[str, TensorEntry]) -> list[_Found]:
                     candidates.setdefault(scope, _LSTM)
     found = []
     for scope, spec in candidates.items():
-        cell = _measure(scope, spec, entries)
+        cell = _measure(scope, spec, entries, partial)
         if cell is not None:
             found.append(cell)
     return found
 
 
-def _measure(scope: str, spec: TF1Cell, entries: Mapping[str, TensorEntry]) -> _Found | None:
-    members = {role: f"{scope}/{path}" for role, path in spec.members.items()}
-    if any(name not in entries for name in members.values()):
+def _measure(scope: str, spec: TF1Cell, entries: Mapping[str, TensorEntry], partial: bool) -> _Found | None:
+    required = {role: f"{scope}/{path}" for role, path in spec.members.items()}
+    if not partial and any(name not in entries for name in required.values()):
         return None
-    for role, path in spec.optional.items():
-        if f"{scope}/{path}" in entries:
-            members[role] = f"{scope}/{path}"
+    paths = {**spec.members, **spec.optional}
+    members = {role: f"{scope}/{path}" for role, path in paths.items() if f"{scope}/{path}" in entries}
     shapes = {role: entries[name].shape for role, name in members.items()}
+    if partial:  # sizes from the kernels alone, so a tensor of the wrong shape is reported, not hidden
+        shapes = {role: shape for role, shape in shapes.items() if "kernel" in role}
     dims = _DIMS[spec.kind](shapes)
     if dims is None:
         return None
@@ -179,37 +187,48 @@ def _measure(scope: str, spec: TF1Cell, entries: Mapping[str, TensorEntry]) -> _
     return _Found(spec, scope, members, input_size, units, proj, dtype)
 
 
-def _lstm_dims(s: Mapping[str, tuple[int, ...]]) -> tuple[int, int, int | None] | None:
-    kernel, bias = s["kernel"], s["bias"]
-    if len(kernel) != 2 or len(bias) != 1 or bias[0] % 4 or kernel[1] != bias[0]:
+# Sizes come from the kernels; every other tensor present must agree with them. A cell missing
+# some tensors (what `verify --into` reports) is still measured when its kernel is there.
+Shapes = Mapping[str, tuple[int, ...]]
+
+
+def _lstm_dims(s: Shapes) -> tuple[int, int, int | None] | None:
+    kernel = s.get("kernel")
+    if kernel is None or len(kernel) != 2 or kernel[1] % 4:
         return None
-    units = bias[0] // 4
+    units = kernel[1] // 4
     proj = None
     if "projection_kernel" in s:
         p = s["projection_kernel"]
         if len(p) != 2 or p[0] != units:
             return None
         proj = p[1]
-    if any(s[r] != (units,) for r in _PEEPHOLES if r in s):
+    if s.get("bias", (4 * units,)) != (4 * units,) or any(s[r] != (units,) for r in _PEEPHOLES if r in s):
         return None
     input_size = kernel[0] - (proj or units)
     return (input_size, units, proj) if input_size > 0 else None
 
 
-def _gru_dims(s: Mapping[str, tuple[int, ...]]) -> tuple[int, int, int | None] | None:
-    gk, gb, ck, cb = s["gates_kernel"], s["gates_bias"], s["candidate_kernel"], s["candidate_bias"]
-    if len(gk) != 2 or len(ck) != 2:
+def _gru_dims(s: Shapes) -> tuple[int, int, int | None] | None:
+    gk, ck = s.get("gates_kernel"), s.get("candidate_kernel")
+    if ck is not None and len(ck) == 2:
+        rows, units = ck
+    elif gk is not None and len(gk) == 2 and gk[1] % 2 == 0:
+        rows, units = gk[0], gk[1] // 2
+    else:
         return None
-    units = ck[1]
-    if gk[1] != 2 * units or gb != (2 * units,) or cb != (units,) or ck[0] != gk[0]:
+    expected = {
+        "gates_kernel": (rows, 2 * units), "gates_bias": (2 * units,),
+        "candidate_kernel": (rows, units), "candidate_bias": (units,),
+    }  # fmt: skip
+    if any(s[role] != shape for role, shape in expected.items() if role in s):
         return None
-    input_size = gk[0] - units
-    return (input_size, units, None) if input_size > 0 else None
+    return (rows - units, units, None) if rows > units else None
 
 
-def _rnn_dims(s: Mapping[str, tuple[int, ...]]) -> tuple[int, int, int | None] | None:
-    kernel, bias = s["kernel"], s["bias"]
-    if len(kernel) != 2 or bias != (kernel[1],):
+def _rnn_dims(s: Shapes) -> tuple[int, int, int | None] | None:
+    kernel = s.get("kernel")
+    if kernel is None or len(kernel) != 2 or s.get("bias", (kernel[1],)) != (kernel[1],):
         return None
     input_size = kernel[0] - kernel[1]
     return (input_size, kernel[1], None) if input_size > 0 else None

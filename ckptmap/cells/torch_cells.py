@@ -24,15 +24,17 @@ _NAME = re.compile(
 _KIND_BY_GATES = {4: ("lstm", "nn.LSTM"), 3: ("gru", "nn.GRU"), 1: ("rnn", "nn.RNN")}
 
 
-def find(entries: Mapping[str, TensorEntry]) -> list[RNN]:
-    """Every nn.LSTM / nn.GRU / nn.RNN whose complete set of parameters is in `entries`."""
+def find(entries: Mapping[str, TensorEntry], *, partial: bool = False) -> list[RNN]:
+    """Every nn.LSTM / nn.GRU / nn.RNN whose parameters are in `entries`. With `partial`, a module
+    whose biases or other parameters are partly missing or misshapen still counts (to report them);
+    its first layer's two weights give the sizes."""
     modules: dict[str, dict[tuple[int, bool], dict[str, str]]] = {}
     for name in entries:
         m = _NAME.fullmatch(name)
         if m:
             cell = modules.setdefault(m["scope"] or "", {}).setdefault((int(m["layer"]), bool(m["rev"])), {})
             cell[m["role"]] = name
-    return [rnn for scope, cells in modules.items() if (rnn := _module(scope, cells, entries))]
+    return [rnn for scope, cells in modules.items() if (rnn := _module(scope, cells, entries, partial))]
 
 
 def member_name(target: RNN, layer: int, reverse: bool, role: str) -> str:
@@ -66,7 +68,10 @@ def implicit(rnn: RNN) -> dict[str, tuple[int, ...]]:
 
 
 def _module(
-    scope: str, cells: dict[tuple[int, bool], dict[str, str]], entries: Mapping[str, TensorEntry]
+    scope: str,
+    cells: dict[tuple[int, bool], dict[str, str]],
+    entries: Mapping[str, TensorEntry],
+    partial: bool,
 ) -> RNN | None:
     layers = max(layer for layer, _ in cells) + 1
     bidirectional = any(rev for _, rev in cells)
@@ -84,10 +89,15 @@ def _module(
         return None
     kind, cell_type = kind_type
     gates = shape["weight_hh"][0]
-    has_bias = "bias_ih" in first
+    has_bias = "bias_ih" in first or (
+        partial and any("bias_ih" in c or "bias_hh" in c for c in cells.values())
+    )
     refs = []
     for (layer, rev), members in sorted(cells.items()):
         s = {role: entries[name].shape for role, name in members.items()}
+        if partial:
+            refs.append(CellRef(layer, rev, scope, dict(members), s["weight_ih"][1]))
+            continue
         recurrent = proj or units
         if s["weight_hh"] != (gates, recurrent) or len(s["weight_ih"]) != 2 or s["weight_ih"][0] != gates:
             return None

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 from typing import Annotated
 
 import typer
 
 from .. import api
-from ..errors import UsageError
-from . import render
+from ..verify.run import verify as run_verify
+from . import render, verify_cmd
+from .options import pairs
 from .progress import ProgressBar
 
 
@@ -32,6 +34,9 @@ def convert(
     ] = None,
     to: Annotated[str | None, typer.Option("--to", help="Output format: tf, torch or safetensors.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")] = False,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Then prove it: restore both sides and compare.")
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Convert a checkpoint, renaming scopes and reshaping tensors by a mapping.
@@ -42,8 +47,8 @@ def convert(
 
       ckptmap convert model.ckpt out/model.ckpt --rename '^model_1/=model_3/'
     """
-    params = _pairs(set_ or [], "--set", first=True)
-    renames = _pairs(rename or [], "--rename", first=False)
+    params = pairs(set_ or [], "--set", first=True)
+    renames = pairs(rename or [], "--rename", first=False)
     bar = ProgressBar("Writing") if not (dry_run or json_output) else None
     try:
         report = api.convert(
@@ -59,9 +64,21 @@ def convert(
     finally:
         if bar:
             bar.close()
+    checked = None
+    if verify and not dry_run:
+        checked = run_verify(src, dst, mapping or None, params, renames)
     if json_output:
-        print(json.dumps(report.to_dict(), indent=2))
-        return
+        print(json.dumps({**report.to_dict(), "verify": checked.to_dict() if checked else None}, indent=2))
+    else:
+        _print(report, src, dst, dry_run)
+        if checked:
+            print("\n".join(verify_cmd.render_verify(checked)))
+    if checked and not checked.ok:
+        print(f"Error: {dst} was written but did NOT verify against {src}.", file=sys.stderr)
+        raise typer.Exit(1)
+
+
+def _print(report: api.ConversionReport, src: str, dst: str, dry_run: bool) -> None:
     plan = report.plan
     used = ", ".join(plan.mappings) or "no mapping (names unchanged)"
     params_text = ", ".join(f"{k}={v}" for k, v in plan.params.items())
@@ -101,13 +118,3 @@ def convert(
         print(f"  NOT EXACT ({a.scope}): {a.reason}")
     for path in report.files:
         print(f"  wrote {path}")
-
-
-def _pairs(items: list[str], option: str, *, first: bool) -> dict[str, str]:
-    pairs = {}
-    for item in items:
-        if "=" not in item:
-            raise UsageError(f"{option} '{item}': expected KEY=VALUE.")
-        key, value = item.split("=", 1) if first else item.rsplit("=", 1)
-        pairs[key] = value
-    return pairs

@@ -13,7 +13,7 @@ import sys
 import typer
 
 from ..errors import CkptmapError
-from . import convert_cmd, diff_cmd, inspect_cmd, mappings_cmd
+from . import convert_cmd, diff_cmd, inspect_cmd, mappings_cmd, verify_cmd
 
 app = typer.Typer(
     name="ckptmap",
@@ -27,6 +27,7 @@ app = typer.Typer(
 app.command("inspect", no_args_is_help=True)(inspect_cmd.inspect)
 app.command("convert", no_args_is_help=True)(convert_cmd.convert)
 app.command("diff", no_args_is_help=True)(diff_cmd.diff)
+app.command("verify", no_args_is_help=True)(verify_cmd.verify)
 app.command("mappings")(mappings_cmd.mappings)
 
 

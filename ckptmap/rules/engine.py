@@ -268,8 +268,9 @@ class _Run:
         ordered = sorted(self.targets, key=lambda t: t.anchor)  # stable: keeps rule order within a cell
         for t in ordered:
             self.reads.claim(t.node)
+        # A kept or renamed tensor keeps the key it has in the file, so restores can still find it.
         entries = [
-            TensorEntry(t.name, t.node.shape, t.node.dtype, t.name, _loader(t.node), t.kind, t.slot_of)
+            TensorEntry(t.name, t.node.shape, t.node.dtype, _key(t), _loader(t.node), t.kind, t.slot_of)
             for t in ordered
         ]
         out = Checkpoint(
@@ -299,6 +300,10 @@ class _Run:
             self.approximations,
         )
         return out, plan
+
+
+def _key(t: _Target) -> str:
+    return t.node.entry.key if isinstance(t.node, SourceNode) else t.name
 
 
 def _loader(node: Node) -> Callable[[], np.ndarray]:

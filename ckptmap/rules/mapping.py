@@ -25,6 +25,8 @@ from .plan import Plan
 class BuiltinInfo:
     name: str
     description: str
+    source: str | None = None  # framework it reads (`from:`)
+    target: str | None = None  # framework it writes (`to:`)
 
 
 class Mapping:
@@ -93,10 +95,16 @@ def builtins() -> list[BuiltinInfo]:
     for entry in sorted(_builtin_dir().iterdir(), key=lambda p: p.name):
         if entry.name.endswith(".yaml"):
             doc = yaml.safe_load(entry.read_text(encoding="utf-8")) or {}
+            description = " ".join(str(doc.get("description", "")).split())
             infos.append(
-                BuiltinInfo(entry.name[: -len(".yaml")], " ".join(str(doc.get("description", "")).split()))
+                BuiltinInfo(entry.name[: -len(".yaml")], description, doc.get("from"), doc.get("to"))
             )
     return infos
+
+
+def builtin_for(source: str, target: str) -> str | None:
+    """The built-in mapping from one framework to another (`from:`/`to:`), if there is one."""
+    return next((b.name for b in builtins() if (b.source, b.target) == (source, target)), None)
 
 
 def resolve_params(spec: schema.MappingSpec, given: MappingABC[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,148 @@
+"""`ckptmap verify SRC DST` and `ckptmap verify SRC --into tf1|torch`."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from ..errors import UsageError
+from ..verify.report import APPROXIMATE, DRIFT_FACTOR, EQUAL, IntoReport, VerifyReport
+from ..verify.run import verify as run_verify
+from ..verify.run import verify_into
+from .options import pairs
+
+
+def verify(
+    src: Annotated[str, typer.Argument(help="The original checkpoint.")],
+    dst: Annotated[str | None, typer.Argument(help="The converted checkpoint to check against SRC.")] = None,
+    into: Annotated[
+        str | None, typer.Option("--into", help="Instead: restore SRC into fresh tf1 or torch models.")
+    ] = None,
+    mapping: Annotated[
+        list[str] | None, typer.Option("--mapping", "-m", help="Mapping(s) SRC was converted with.")
+    ] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Mapping parameter KEY=VALUE.")] = None,
+    rename: Annotated[
+        list[str] | None, typer.Option("--rename", help="REGEX=REPLACEMENT used in the conversion.")
+    ] = None,
+    tolerance: Annotated[
+        float | None, typer.Option("--tolerance", help="Max abs error (default 1e-5 for float32).")
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Count declared approximations as failures.")
+    ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Prove a conversion with the frameworks: restore both checkpoints into fresh RNNs, run them on the
+    same inputs, compare (exit 0 equal, 1 differs, 2 error). With --into, check that SRC restores.
+
+    Examples:
+
+      ckptmap verify sample_checkpoints/tf1_lstm2 lstm.pt --mapping tf1-to-torch
+
+      ckptmap verify old/model.ckpt --into tf1
+    """
+    params, renames = pairs(set_ or [], "--set", first=True), pairs(rename or [], "--rename", first=False)
+    if (dst is None) == (into is None):
+        raise UsageError("Give either DST (verify a conversion) or --into tf1|torch (verify a restore).")
+    if into is not None:
+        report: VerifyReport | IntoReport = verify_into(src, into, mapping or None, params, renames)
+        print(json.dumps(report.to_dict(), indent=2) if json_output else "\n".join(render_into(report)))
+    else:
+        assert dst is not None
+        report = run_verify(src, dst, mapping or None, params, renames, tolerance=tolerance, strict=strict)
+        print(json.dumps(report.to_dict(), indent=2) if json_output else "\n".join(render_verify(report)))
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
+
+
+def render_verify(report: VerifyReport) -> list[str]:
+    used = ", ".join(report.mappings) or "no mapping"
+    params = ", ".join(f"{k}={v}" for k, v in report.params.items())
+    tolerance = ", ".join(sorted({f"{p.tolerance:g}" for p in report.pairs})) or "-"
+    with_params = f" ({params})" if params else ""
+    lines = [
+        f"Verify {report.source} against {report.destination} with {used}{with_params}, tolerance {tolerance}"
+    ]
+    rows = [("RNN", "counterpart", "output abs", "rel", "state abs", "rel", "verdict")]
+    notes = []
+    for i, p in enumerate(report.pairs, 1):
+        counterpart = (
+            f"{p.destination.cell_type} at {p.destination.scope or '(root)'}" if p.destination else "-"
+        )
+        out_abs = max((c.output_abs for c in p.cases), default=None)
+        out_rel = max((c.output_rel for c in p.cases), default=None)
+        st_abs = max((c.state_abs for c in p.cases), default=None)
+        st_rel = max((c.state_rel for c in p.cases), default=None)
+        verdict = p.verdict.upper()
+        rows.append(
+            (
+                f"{i}. {p.source.cell_type} at {p.source.scope or '(root)'}",
+                counterpart,
+                *(_num(v) for v in (out_abs, out_rel, st_abs, st_rel)),
+                verdict,
+            )
+        )
+        loosest = max(p.cases, key=lambda c: c.allowed, default=None)
+        if loosest is not None and loosest.allowed > p.tolerance:
+            drift = loosest.allowed / DRIFT_FACTOR
+            notes.append(
+                f"{i}. float rounding alone moves these outputs by up to {drift:.1e} ({loosest.case}); "
+                f"errors there were judged against {DRIFT_FACTOR:g}x that."
+            )
+        if p.verdict == APPROXIMATE:
+            notes.append(
+                f"{i}. approximate, as the mapping declares: {p.approximate} First step from zero state: "
+                f"max abs {_num(p.first_step_abs)}."
+            )
+        elif p.verdict != EQUAL:
+            why = p.message or f"max abs error {_num(p.max_abs)} > tolerance {p.tolerance:g}"
+            declared = f" The mapping declares it approximate: {p.approximate}" if p.approximate else ""
+            notes.append(f"{i}. {why}.{declared}")
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    lines += [
+        "  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
+    lines += [f"  {n}" for n in notes]
+    if report.unpaired:
+        lines.append(
+            f"  Not made from any RNN of the source: {', '.join(r.describe() for r in report.unpaired)}"
+        )
+    if not report.pairs:
+        lines.append("No RNN found in the source to verify.")
+    passed = sum(p.passes(report.strict) for p in report.pairs)
+    lines.append(f"{'OK' if report.ok else 'FAILED'}: {passed} of {len(report.pairs)} RNNs verified.")
+    return lines
+
+
+def render_into(report: IntoReport) -> list[str]:
+    via = f" after {', '.join(report.mappings)}" if report.mappings else ""
+    lines = [f"Restore {report.source} into fresh {report.framework} models{via}"]
+    for r in report.results:
+        status = "restores and runs" if r.ok else "does NOT restore"
+        lines.append(f"  {r.rnn.describe()}: {status}")
+        for m in r.missing:
+            hint = f" (did you mean {m.suggestion}?)" if m.suggestion else ""
+            lines.append(f"    missing {m.name} {list(m.shape)}: it would stay uninitialized{hint}")
+        for name, wants, has in r.mismatched:
+            lines.append(
+                f"    shape mismatch {name}: the model needs {list(wants)}, the checkpoint has {list(has)}"
+            )
+        if r.error:
+            lines.append(f"    {report.framework} says: {r.error}")
+    if report.unused:
+        lines.append(f"  Not read by any model ({len(report.unused)}):")
+        for u in report.unused:
+            hint = f" (the model wants {u.suggestion})" if u.suggestion else ""
+            lines.append(f"    {u.name} {list(u.shape)}{hint}")
+    lines += [f"  Hint: {h}" for h in report.hints]
+    lines.append(
+        "OK: every RNN restores completely and runs." if report.ok else "FAILED: the restore is incomplete."
+    )
+    return lines
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1e}"

@@ -1,0 +1,96 @@
+"""Which framework restores which checkpoint formats, and the module that builds its models.
+
+Each backend module has `restore_and_run(rnn, ckpt, batches, *, by, options) -> Outcome`:
+`by="checkpoint"` restores each tensor from the name the checkpoint gives it (verifying a
+conversion), `by="model"` from the name the fresh model looks for (does it restore as it is?).
+Frameworks are imported only inside those modules, only when a verification runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import ModuleType
+
+from ..errors import UnsupportedError, UsageError
+
+
+@dataclass(frozen=True)
+class Backend:
+    framework: str
+    module: str
+    formats: tuple[str, ...]  # checkpoint formats this framework's own restore reads
+    write_as: str  # the format to write a mapped checkpoint in before restoring it
+    install: str
+
+    def load(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
+
+BACKENDS: dict[str, Backend] = {
+    "tf1": Backend("tf1", "ckptmap.verify.tf1_model", ("tf", "tf-v1"), "tf", "pip install 'ckptmap[tf]'"),
+    "torch": Backend(
+        "torch",
+        "ckptmap.verify.torch_model",
+        ("torch", "torch-legacy", "safetensors"),
+        "torch",
+        "pip install 'ckptmap[torch]'",
+    ),
+}
+
+
+def backend(framework: str) -> Backend:
+    try:
+        return BACKENDS[framework]
+    except KeyError:
+        raise UsageError(f"Cannot verify in '{framework}'; frameworks: {', '.join(BACKENDS)}.") from None
+
+
+def framework_of(fmt: str) -> str:
+    """The framework whose restore reads checkpoint format `fmt`."""
+    for b in BACKENDS.values():
+        if fmt in b.formats:
+            return b.framework
+    raise UnsupportedError(f"No framework here restores '{fmt}' checkpoints.")
+
+
+def import_framework(name: str, install: str) -> ModuleType:
+    try:
+        with quiet_stderr():
+            return importlib.import_module(name)
+    except ImportError as e:
+        raise UnsupportedError(
+            f"Verifying needs {name}, which is not installed ({e}).", hint=install
+        ) from None
+
+
+@contextlib.contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 while a framework's C++ side starts up and builds graphs.
+
+    TensorFlow's C++ logging (oneDNN notes, CUDA probes) writes to fd 2 whatever TF_CPP_MIN_LOG_LEVEL
+    says; ckptmap's own messages go to stderr too and must stay readable. Failures still surface as
+    Python exceptions.
+    """
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable fd 2: nothing to protect
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

@@ -1,0 +1,235 @@
+"""`verify`: does DST compute what SRC does? `verify_into`: does SRC restore into fresh models?
+
+Both work on the RNNs ckptmap recognizes and leave the judging to the frameworks: each side is
+restored into a freshly built model by that framework's own restore and run on the same seeded
+inputs. SRC's RNNs find their DST counterparts through the mapping's name correspondence (the
+plan says which targets each source tensor became).
+"""
+
+from __future__ import annotations
+
+import difflib
+import tempfile
+from collections.abc import Mapping as MappingABC
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .. import api
+from ..api import Recognized
+from ..errors import MappingError
+from ..rules.mapping import Mapping, builtin_for
+from ..rules.plan import Plan
+from .backends import backend, framework_of
+from .cases import CASES, FIRST_STEP, Case, batches, nudged
+from .report import (
+    APPROXIMATE,
+    DIFFERS,
+    DRIFT_FACTOR,
+    EQUAL,
+    MISSING,
+    NO_RESTORE,
+    IntoReport,
+    Missing,
+    PairResult,
+    RestoreResult,
+    VerifyReport,
+    compare,
+    tolerance_for,
+)
+
+
+def verify(
+    src: api.PathLike,
+    dst: api.PathLike,
+    mapping: Any = None,
+    params: MappingABC[str, Any] | None = None,
+    rename: MappingABC[str, str] | None = None,
+    *,
+    tolerance: float | None = None,
+    strict: bool = False,
+    cases: tuple[Case, ...] = CASES,
+) -> VerifyReport:
+    """Restore SRC and DST into fresh RNNs, run both on the same inputs, compare per RNN.
+
+    Without a mapping, the built-in one between the two frameworks is used (tf1-to-torch, ...).
+    """
+    source, target = api.load(src), api.load(dst)
+    src_fw, dst_fw = framework_of(source.format), framework_of(target.format)
+    mappings = _choose(mapping, params, src_fw, dst_fw)
+    _, plan = api.apply(source, mappings, rename)
+    options = {"forget_bias": _param(mappings, "forget_bias", 1.0)}
+    candidates = api.recognize(target)
+    pairs, paired = [], set()
+    for found in api.recognize(source):
+        match = _counterpart(found, candidates, plan)
+        if match is None:
+            pairs.append(
+                PairResult(
+                    found.rnn,
+                    None,
+                    MISSING,
+                    tolerance_for(found.rnn.dtype, tolerance),
+                    message=_no_counterpart(dst, plan, chosen=mapping is None),
+                )
+            )
+            continue
+        paired.add(id(match))
+        pairs.append(_compare_pair(found, match, src_fw, dst_fw, plan, options, tolerance, cases))
+    unpaired = [c.rnn for c in candidates if id(c) not in paired]
+    return VerifyReport(Path(src), Path(dst), plan.mappings, plan.params, pairs, unpaired, strict)
+
+
+def verify_into(
+    src: api.PathLike,
+    framework: str,
+    mapping: Any = None,
+    params: MappingABC[str, Any] | None = None,
+    rename: MappingABC[str, str] | None = None,
+) -> IntoReport:
+    """Build the fresh models SRC's RNNs describe in `framework` and restore SRC into them as it is
+    (after the mapping, if one is given or the frameworks differ). Reports what the models need
+    that the checkpoint lacks, shape mismatches and what no model reads, with suggestions."""
+    be = backend(framework)
+    source = api.load(src)
+    src_fw = framework_of(source.format)
+    mappings = _choose(mapping, params, src_fw, framework) if (mapping or src_fw != framework) else []
+    mapped, plan = api.apply(source, mappings, rename)
+    options = {"forget_bias": _param(mappings, "forget_bias", 1.0)}
+    with tempfile.TemporaryDirectory(prefix="ckptmap-verify-") as tmp:
+        ckpt = source
+        if mappings or rename or source.format not in be.formats:
+            path = Path(tmp) / ("model.ckpt" if be.write_as == "tf" else "model.pt")
+            api.save(mapped, path, format=be.write_as)
+            ckpt = api.load(path)
+        found = [r for r in api.recognize(ckpt, partial=True) if r.rnn.framework == framework]
+        if not found:
+            after = f" after {', '.join(plan.mappings)}" if plan.mappings else ""
+            raise MappingError(f"{src}: no RNN{after} for {framework} to restore into.")
+        results, expected = [], set()
+        for r in found:
+            outcome = be.load().restore_and_run(
+                r.rnn, ckpt, batches(r.rnn, (FIRST_STEP,)), by="model", options=options
+            )
+            expected.update(outcome.expected)
+            results.append(
+                RestoreResult(
+                    r.rnn,
+                    [Missing(n, s) for n, s in outcome.missing],
+                    outcome.mismatched,
+                    outcome.error,
+                    ran=bool(outcome.runs),
+                )
+            )
+        unused = [Missing(e.name, e.shape) for e in ckpt.weights() if e.name not in expected]
+        _suggest(results, unused)
+        hints = []
+        if any(r.legacy for r in found) and any(res.missing for res in results):
+            hints.append("The checkpoint uses TF <= 1.1 names; convert with --mapping tf1-legacy-names.")
+    return IntoReport(Path(src), framework, plan.mappings, results, unused, hints)
+
+
+def _choose(mapping: Any, params: MappingABC[str, Any] | None, src_fw: str, dst_fw: str) -> list[Mapping]:
+    if mapping is None:
+        name = builtin_for(src_fw, dst_fw)
+        mapping = [name] if name else []
+    return api.resolve_mappings(mapping, params or {})
+
+
+def _no_counterpart(dst: api.PathLike, plan: Plan, *, chosen: bool) -> str:
+    used = ", ".join(plan.mappings) or "no mapping"
+    why = " (chosen for these formats; pass the mapping the conversion used)" if chosen else ""
+    return f"{dst} has no RNN made from this one by {used}{why}"
+
+
+def _param(mappings: Sequence[Mapping], name: str, default: float) -> float:
+    for m in reversed(mappings):
+        if name in m.params:
+            return float(m.params[name])
+    return default
+
+
+def _counterpart(found: Recognized, candidates: list[Recognized], plan: Plan) -> Recognized | None:
+    """The destination RNN holding most of what the plan made from `found`'s tensors."""
+    originals = {found.original[n] for n in found.rnn.tensor_names}
+    made = {t.name for t in plan.targets if originals.intersection(t.sources)}
+    scored = [
+        (len(made.intersection(c.original[n] for n in c.rnn.tensor_names)), i)
+        for i, c in enumerate(candidates)
+    ]
+    best = max(scored, default=(0, -1))
+    return candidates[best[1]] if best[0] > 0 else None
+
+
+def _compare_pair(
+    found: Recognized,
+    match: Recognized,
+    src_fw: str,
+    dst_fw: str,
+    plan: Plan,
+    options: dict[str, Any],
+    tolerance: float | None,
+    cases: tuple[Case, ...],
+) -> PairResult:
+    src_rnn, dst_rnn = found.rnn, match.rnn
+    tol = tolerance_for(src_rnn.dtype, tolerance)
+    approximate = next(
+        (a.reason for a in plan.approximations if a.scope == (src_rnn.scope or "(root)")), None
+    )
+    result = PairResult(src_rnn, dst_rnn, DIFFERS, tol, approximate=approximate)
+    shape = ("kind", "input_size", "units", "layers", "bidirectional", "proj")
+    if any(getattr(src_rnn, a) != getattr(dst_rnn, a) for a in shape):
+        result.message = f"different RNNs: {src_rnn.describe()} vs {dst_rnn.describe()}"
+        return result
+    data = batches(src_rnn, cases)
+    sides = (("source", src_fw, found, data + nudged(data)), ("destination", dst_fw, match, data))
+    outcomes = []
+    for side, fw, rec, runs in sides:
+        outcome = (
+            backend(fw).load().restore_and_run(rec.rnn, rec.view, runs, by="checkpoint", options=options)
+        )
+        if not outcome.restored:
+            result.verdict = NO_RESTORE
+            result.message = f"the {side} does not restore into a fresh {fw} model: {_why(outcome)}"
+            return result
+        outcomes.append(outcome)
+    # Float rounding differs between frameworks, and a network can amplify it along a sequence (large
+    # weights make the recurrence chaotic). The source run on nudged inputs measures that drift; a
+    # conversion error (a swapped gate, a lost bias) is far above it from the first step on.
+    source_runs, drift_runs = outcomes[0].runs[: len(data)], outcomes[0].runs[len(data) :]
+    for b, a, c, n in zip(data, source_runs, outcomes[1].runs, drift_runs, strict=True):
+        errors = compare(b.case.describe(), a, c)
+        errors.allowed = max(tol, DRIFT_FACTOR * compare("drift", a, n).max_abs)
+        result.cases.append(errors)
+    first = result.cases[cases.index(FIRST_STEP)] if FIRST_STEP in cases else None
+    result.first_step_abs = first.max_abs if first else None
+    if all(c.within for c in result.cases):
+        result.verdict = EQUAL
+    elif approximate and first is not None and first.within:
+        result.verdict = APPROXIMATE
+    return result
+
+
+def _why(outcome: Any) -> str:
+    if outcome.missing:
+        return f"it lacks {', '.join(n for n, _ in outcome.missing[:3])}"
+    if outcome.mismatched:
+        name, wants, has = outcome.mismatched[0]
+        return f"'{name}' has shape {list(has)}, the model needs {list(wants)}"
+    return outcome.error or "unknown"
+
+
+def _suggest(results: list[RestoreResult], unused: list[Missing]) -> None:
+    """Pair each missing name with the closest unused checkpoint name of the same shape, and back."""
+    missing = [m for r in results for m in r.missing]
+    for m in missing:
+        m.suggestion = _closest(m, unused)
+    for u in unused:
+        u.suggestion = _closest(u, missing)
+
+
+def _closest(item: Missing, pool: list[Missing]) -> str | None:
+    same = [p.name for p in pool if p.shape == item.shape]
+    if not same:
+        return None
+    return max(same, key=lambda n: difflib.SequenceMatcher(None, item.name, n).ratio())
