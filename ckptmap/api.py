@@ -28,7 +28,7 @@ MappingLike = str | os.PathLike[str] | Mapping
 Progress = Callable[[int], None]
 
 # The output format a mapping's target framework implies when the destination name does not say.
-_FORMAT_OF_FRAMEWORK = {"tf1": "tf", "torch": "torch"}
+_FORMAT_OF_FRAMEWORK = {"tf1": "tf", "torch": "torch", "keras": "keras3"}
 
 
 def load(path: PathLike, *, format: str | None = None) -> Checkpoint:
@@ -287,7 +287,7 @@ def resolve_mappings(
 
 
 def _output_format(dst: Path, to: str | None, mappings: Sequence[Mapping]) -> registry.FormatSpec:
-    if to or any(dst.suffix.lower() in f.suffixes for f in registry.FORMATS if f.writable):
+    if to or registry.has_known_suffix(dst):
         return registry.output_format(dst, to)
     framework = mappings[-1].spec.target_framework if mappings else None
     if framework in _FORMAT_OF_FRAMEWORK:

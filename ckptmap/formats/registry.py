@@ -40,6 +40,13 @@ class FormatSpec:
 
 
 FORMATS: tuple[FormatSpec, ...] = (
+    # tf2 before tf: both are V2 bundles; tf2's sniff wants the object graph, tf's wants none.
+    FormatSpec(
+        "tf2",
+        "ckptmap.formats.tf2_object",
+        "TF2 object-based checkpoint (tf.train.Checkpoint, tf-keras save_weights)",
+        writable=True,
+    ),
     FormatSpec(
         "tf",
         "ckptmap.formats.tf_bundle",
@@ -63,6 +70,23 @@ FORMATS: tuple[FormatSpec, ...] = (
     ),
     FormatSpec(
         "safetensors", "ckptmap.formats.safetensors_file", "safetensors", (".safetensors",), writable=True
+    ),
+    FormatSpec(
+        "keras3",
+        "ckptmap.formats.keras3_h5",
+        "Keras 3 weights (model.save_weights: .weights.h5)",
+        (".weights.h5",),
+        writable=True,
+    ),
+    FormatSpec(
+        "keras-archive", "ckptmap.formats.keras_archive", "Keras 3 model archive (.keras)", (".keras",)
+    ),
+    FormatSpec(
+        "keras2",
+        "ckptmap.formats.keras2_h5",
+        "Keras 2 / tf-keras HDF5 weights (.h5)",
+        (".h5", ".hdf5"),
+        writable=True,
     ),
 )
 
@@ -107,9 +131,15 @@ def resolve(path: Path) -> tuple[FormatSpec, Path]:
 
 
 def _sniff(path: Path) -> FormatSpec | None:
-    suffix = path.suffix.lower()
-    ordered = [f for f in FORMATS if suffix in f.suffixes] + [f for f in FORMATS if suffix not in f.suffixes]
+    ordered = sorted(FORMATS, key=lambda f: -_suffix_match(f, path))  # stable: table order among equals
     return next((f for f in ordered if f.load().sniff(path)), None)
+
+
+def _suffix_match(fmt: FormatSpec, path: Path) -> int:
+    """Length of the longest of `fmt`'s suffixes that `path` ends with (0: none), so `.weights.h5`
+    beats `.h5`."""
+    name = path.name.lower()
+    return max((len(s) for s in fmt.suffixes if name.endswith(s)), default=0)
 
 
 def read(path: str | Path, *, format: str | None = None) -> Checkpoint:
@@ -127,14 +157,19 @@ def output_format(path: Path, to: str | None) -> FormatSpec:
         if not fmt.writable:
             raise UsageError(f"ckptmap cannot write '{to}'; it writes: {', '.join(writable_formats())}.")
         return fmt
-    suffix = path.suffix.lower()
-    for fmt in FORMATS:
-        if fmt.writable and suffix in fmt.suffixes:
-            return fmt
+    best = max((f for f in FORMATS if f.writable), key=lambda f: _suffix_match(f, path))
+    if _suffix_match(best, path):
+        return best
     raise UsageError(
         f"{path}: cannot tell the output format from the name; "
-        f"use a .pt/.pth/.bin, .safetensors or .ckpt/.index name, or --to {'|'.join(writable_formats())}."
+        f"use a .pt/.pth/.bin, .safetensors, .weights.h5, .h5 or .ckpt/.index name, or --to "
+        f"{'|'.join(writable_formats())}."
     )
+
+
+def has_known_suffix(path: Path) -> bool:
+    """Whether a writable format claims `path` by its name."""
+    return any(_suffix_match(f, path) for f in FORMATS if f.writable)
 
 
 def _has_prefix_files(path: Path) -> bool:

@@ -1,0 +1,93 @@
+"""One canonical naming for Keras weights, whichever file they come from.
+
+Keras keeps the same tensors under three layouts:
+
+    Keras 3 .weights.h5      layers/gru/cell/vars/0                 (index-named)
+    Keras 2 / tf-keras .h5   gru/gru/gru_cell/kernel:0              (group gru, weight gru/gru_cell/kernel:0)
+    TF2 object checkpoint    layer_with_weights-0/cell/kernel/.ATTRIBUTES/VARIABLE_VALUE
+
+ckptmap names all of them the way the object structure reads:
+
+    <layer>/cell/<role>                        an RNN layer (GRU, LSTM, SimpleRNN): its cell's weights
+    <layer>/forward_layer/cell/<role>          Bidirectional(...): each direction is a full RNN layer
+    <layer>/backward_layer/cell/<role>
+    <layer>/<role>                             any other layer (Dense: kernel, bias; Embedding: embeddings)
+    <layer>/vars/<i>                           a Keras 3 variable whose meaning is not known
+    <outer>/<layer>/...                        a layer inside a nested model
+
+`<layer>` is the layer's name (`gru`, `bidirectional_1`); TF2 object-based checkpoints do not store
+names, so there it is `layer_with_weights-<k>`. Optimizer state stays under `optimizer/...`.
+Readers produce these names and keep the file's own path as `TensorEntry.key`; writers turn them
+back into the layout of their format using the tables below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+# Object attributes in a path; every other component before the role is a layer (or nested model).
+CELL = "cell"
+DIRECTIONS = ("forward_layer", "backward_layer")
+ATTRIBUTES = frozenset({CELL, *DIRECTIONS})
+
+# Variables in creation order, which is the order of Keras 3's `vars/<i>` and of tf-keras'
+# `weight_names` (keras/src/layers/rnn/gru.py, lstm.py, simple_rnn.py: kernel, recurrent_kernel, bias).
+RNN_CELL_ROLES = ("kernel", "recurrent_kernel", "bias")
+# The cells' own default names (`GRUCell(name=...)` defaults), as tf-keras writes them in weight names.
+CELL_NAMES = {"gru": "gru_cell", "lstm": "lstm_cell", "simple_rnn": "simple_rnn_cell"}
+
+# Other common layers, by Keras class name: their variables in creation order.
+LAYER_ROLES: dict[str, tuple[str, ...]] = {
+    "GRUCell": RNN_CELL_ROLES,
+    "LSTMCell": RNN_CELL_ROLES,
+    "SimpleRNNCell": RNN_CELL_ROLES,
+    "Dense": ("kernel", "bias"),
+    "EinsumDense": ("kernel", "bias"),
+    "Embedding": ("embeddings",),
+    "Conv1D": ("kernel", "bias"),
+    "Conv2D": ("kernel", "bias"),
+    "Conv3D": ("kernel", "bias"),
+    "LayerNormalization": ("gamma", "beta"),
+    "BatchNormalization": ("gamma", "beta", "moving_mean", "moving_variance"),
+}
+
+
+def rnn_cell_roles(shapes: Sequence[tuple[int, ...]]) -> tuple[str, ...] | None:
+    """The roles of a cell's variables when their shapes are those of a Keras RNN cell:
+    kernel [input, g*units], recurrent_kernel [units, g*units], and optionally a bias
+    [g*units] or, for GRU(reset_after=True), [2, g*units]."""
+    if len(shapes) not in (2, 3):
+        return None
+    kernel, recurrent = shapes[0], shapes[1]
+    if len(kernel) != 2 or len(recurrent) != 2 or kernel[1] != recurrent[1] or recurrent[0] == 0:
+        return None
+    if recurrent[1] % recurrent[0] or recurrent[1] // recurrent[0] not in (1, 3, 4):
+        return None
+    if len(shapes) == 3 and shapes[2] not in ((kernel[1],), (2, kernel[1])):
+        return None
+    return RNN_CELL_ROLES[: len(shapes)]
+
+
+def roles_for(
+    class_name: str | None, shapes: Sequence[tuple[int, ...]], *, is_cell: bool
+) -> tuple[str, ...] | None:
+    """Names for a Keras 3 object's `vars/0..n-1`: from its class when known, else from shapes for
+    RNN cells; None when the meaning cannot be told (the caller keeps `vars/<i>`)."""
+    roles = LAYER_ROLES.get(class_name or "")
+    if roles is not None and len(roles) >= len(shapes):
+        return roles[: len(shapes)]
+    return rnn_cell_roles(shapes) if is_cell else None
+
+
+def split(name: str) -> tuple[list[str], str]:
+    """A canonical name as (object path, role): `gru/cell/kernel` -> (['gru', 'cell'], 'kernel');
+    `dense/vars/3` -> (['dense'], 'vars/3')."""
+    parts = name.split("/")
+    if len(parts) >= 3 and parts[-2] == "vars" and parts[-1].isdigit():
+        return parts[:-2], "vars/" + parts[-1]
+    return parts[:-1], parts[-1]
+
+
+def layer_path(path: Sequence[str]) -> list[str]:
+    """The layer components of an object path (drops `cell`, `forward_layer`, `backward_layer`)."""
+    return [p for p in path if p not in ATTRIBUTES]
