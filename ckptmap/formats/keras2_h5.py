@@ -1,24 +1,307 @@
-"""Placeholder until this format lands (issue 4): recognizes nothing."""
+"""Format "keras2": the HDF5 weights of Keras 2 / tf-keras, read and written with h5py.
+
+`model.save_weights("x.h5")` (tf_keras/src/saving/legacy/hdf5_format.py `save_weights_to_hdf5_group`)
+writes root attributes `layer_names`, `backend`, `keras_version`, then one group per layer with a
+`weight_names` attribute and a dataset `<layer>/<weight name>` per weight, in `_legacy_weights`
+order (trainable weights first). `model.save("x.h5")` puts the same under `model_weights` and adds
+`optimizer_weights`; Keras 3 writes that legacy layout too, with weight names prefixed by the model
+name and without `:0`. Attributes longer than HDF5's 64 KiB header limit are split into `name0`,
+`name1`, ... (`save_attributes_to_hdf5_group`).
+
+Names are canonical Keras names (see `keras_names`); `keras2_names` translates the weight names
+(`gru/gru_cell/kernel:0` <-> `gru/cell/kernel`, Keras 2.1's cell-less `gru_1/kernel:0` included)
+and orders weights so that tf-keras `load_weights`, by order or by name, accepts what is written.
+"""
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
-from ..errors import UnsupportedError
-from ..tree import Checkpoint
+import numpy as np
+
+from .. import dtypes, kinds
+from ..atomic import AtomicFiles
+from ..errors import CkptmapError, FormatError, UnsupportedError, WriteError
+from ..tree import Checkpoint, TensorEntry
+from . import keras_names as kn
+from .keras2_names import INDEX, canonical_names, weight_names
+from .rawio import file_size
+
+FORMAT = "keras2"
+SIGNATURE = b"\x89HDF\r\n\x1a\n"  # HDF5 superblock signature (HDF5 file format spec, section II.A)
+TOP_LEVEL = "top_level_model_weights"  # a model's own variables, outside any layer
+OPTIMIZER_GROUP, OPTIMIZER_PREFIX = "optimizer_weights", "optimizer/"
+# tf-keras only converts weights when keras_version is "1" (preprocess_weights_for_loading); any 2.x works.
+KERAS_VERSION = "2.15.0"
+_ATTR_LIMIT = 64512  # HDF5_OBJECT_HEADER_LIMIT in hdf5_format.py
+_LWW = re.compile(r"layer_with_weights-\d+")
+_KERAS_LAYER = re.compile(r"layer(?:_with_weights)?-\d+")  # a Keras model's edges to its layers
 
 
 def sniff(path: Path) -> bool:
-    return False
+    """An HDF5 signature, then a root `layer_names` attribute or a `model_weights` group."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != SIGNATURE:
+                return False
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            return _has_attr(f, "layer_names") or isinstance(f.get("model_weights"), h5py.Group)
+    except (OSError, ValueError, KeyError, RuntimeError):
+        return False
 
 
 def read(path: Path) -> Checkpoint:
-    raise UnsupportedError(f"{path}: this format is not implemented yet.")
+    """Index the weights from the attributes and dataset headers; data is read per tensor.
+
+    >>> read(Path("model.h5")).entries["gru/cell/bias"].shape   # doctest: +SKIP
+    (2, 96)
+    """
+    path = Path(path)
+    h5 = _H5File(path)
+    try:
+        return _index(path, h5)
+    except CkptmapError:
+        raise
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError) as e:  # h5py on damaged metadata
+        raise FormatError(f"{path}: damaged Keras HDF5 file ({_one_line(e)}).") from None
+
+
+def _index(path: Path, h5: _H5File) -> Checkpoint:
+    f = h5.file()
+    root, prefix, full = f, "", False
+    if not _has_attr(f, "layer_names") and "model_weights" in f:
+        root, prefix, full = f["model_weights"], "model_weights/", True
+    if not _has_attr(root, "layer_names"):
+        raise FormatError(f"{path}: an HDF5 file without Keras weights (no layer_names attribute).")
+    layers = _attr_list(root, "layer_names", path)
+    entries: list[TensorEntry] = []
+    for layer in layers:
+        group = root.get(layer)
+        if group is None or not hasattr(group, "keys"):
+            raise FormatError(f"{path}: layer '{layer}' is listed in layer_names but has no group.")
+        weights = _datasets(group, _attr_list(group, "weight_names", path), path, f"{prefix}{layer}/")
+        names = canonical_names(layer, [(w, ds.shape) for w, ds in weights])
+        entries += [
+            h5.entry(n, ds, f"{prefix}{layer}/{w}") for n, (w, ds) in zip(names, weights, strict=True)
+        ]
+    if TOP_LEVEL in root:
+        group = root[TOP_LEVEL]
+        for w, ds in _datasets(group, _attr_list(group, "weight_names", path), path, TOP_LEVEL):
+            entries.append(h5.entry(INDEX.sub("", w), ds, f"{prefix}{TOP_LEVEL}/{w}"))
+    if OPTIMIZER_GROUP in f:
+        for w, ds in _optimizer_datasets(f[OPTIMIZER_GROUP]):
+            entries.append(h5.entry(OPTIMIZER_PREFIX + INDEX.sub("", w), ds, f"{OPTIMIZER_GROUP}/{w}"))
+    if not entries:
+        raise FormatError(f"{path}: a Keras HDF5 file that holds no weights (layers: {len(layers)}).")
+    metadata = {
+        "keras_version": _text(root.attrs.get("keras_version", f.attrs.get("keras_version", ""))),
+        "backend": _text(root.attrs.get("backend", f.attrs.get("backend", ""))),
+        "layers": layers,
+        "full_model": full,
+        **_layer_classes(f),
+    }
+    return Checkpoint(entries, format=FORMAT, path=path, files=[path], metadata=metadata)
+
+
+class _H5File:
+    """One h5py handle per checkpoint, opened on first use and shared by its lazy loaders."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: Any = None
+
+    def file(self) -> Any:
+        if self._file is None:
+            import h5py
+
+            file_size(self.path)  # missing, empty, not a regular file: one-line errors
+            try:
+                self._file = h5py.File(self.path, "r")
+            except (OSError, ValueError) as e:
+                raise FormatError(f"{self.path}: not a readable HDF5 file ({_one_line(e)}).") from None
+        return self._file
+
+    def entry(self, name: str, ds: Any, key: str) -> TensorEntry:
+        dt = ds.dtype
+        try:
+            dtype = dtypes.from_numpy(dt.newbyteorder("=") if dt.byteorder in "<>" else dt)
+        except UnsupportedError as e:
+            raise UnsupportedError(f"{self.path}: dataset '{key}': {e}") from None
+        return TensorEntry(name, tuple(ds.shape), dtype.name, key, partial(self._load, key))
+
+    def _load(self, key: str) -> np.ndarray:
+        try:
+            array = np.asarray(self.file()[key][()])
+        except (OSError, KeyError, ValueError) as e:
+            raise FormatError(f"{self.path}: cannot read dataset '{key}' ({_one_line(e)}).") from None
+        return array.astype(array.dtype.newbyteorder("="), copy=False)
+
+
+def _datasets(group: Any, weight_names: list[str], path: Path, where: str) -> list[tuple[str, Any]]:
+    out = []
+    for w in weight_names:
+        ds = group.get(w)
+        if ds is None or not hasattr(ds, "dtype"):
+            raise FormatError(f"{path}: weight '{w}' of '{where.rstrip('/')}' has no dataset.")
+        out.append((w, ds))
+    return out
+
+
+def _optimizer_datasets(group: Any) -> list[tuple[str, Any]]:
+    """Every dataset under `optimizer_weights`; Keras 3 writes its `weight_names` as one str()."""
+    found: list[tuple[str, Any]] = []
+    group.visititems(lambda name, obj: found.append((name, obj)) if hasattr(obj, "dtype") else None)
+    try:
+        order = {w: i for i, w in enumerate(_attr_list(group, "weight_names", Path()))}
+    except FormatError:
+        order = {}
+    return sorted(found, key=lambda item: order.get(item[0], len(order)))
+
+
+def _layer_classes(f: Any) -> dict[str, Any]:
+    """Layer class names from a full-model file's `model_config`, read as JSON data only."""
+    try:
+        config = json.loads(_text(f.attrs["model_config"]))
+        layers = config["config"]["layers"]
+        return {"layer_classes": {la["config"]["name"]: la["class_name"] for la in layers}}
+    except (KeyError, TypeError, ValueError):
+        return {}
+
+
+# --- writing -------------------------------------------------------------------------------
 
 
 def files(path: Path, ckpt: Checkpoint | None = None) -> list[Path]:
     return [Path(path)]
 
 
-def write(ckpt: Checkpoint, path: Path, *, progress=None) -> list[Path]:
-    raise UnsupportedError(f"{path}: this format is not implemented yet.")
+def write(ckpt: Checkpoint, path: Path, *, progress: Callable[[int], None] | None = None) -> list[Path]:
+    """Write a weights-only file that tf-keras `model.load_weights(path)` (by order or `by_name=True`)
+    loads into a model with the same layers.
+
+    Weights are grouped by layer (their first name component) in the order layers first appear;
+    inside a layer they are ordered as tf-keras creates them (kernel, recurrent_kernel, bias;
+    forward before backward; non-trainable statistics last). Names with one component go to
+    `top_level_model_weights`; optimizer state and other bookkeeping to `optimizer_weights`, which
+    `load_weights` ignores. Data is written one tensor at a time; `progress(n)` gets its bytes.
+
+    >>> write(ckptmap.load("ckpt/model.ckpt"), Path("weights.h5"))   # doctest: +SKIP
+    """
+    path = Path(path)
+    layers, top, rest = _plan(ckpt, path)
+    import h5py
+
+    with AtomicFiles([path]) as out:
+        try:
+            with h5py.File(out.temp(path), "w") as f:
+                _save_attr(f, "layer_names", list(layers))
+                f.attrs["backend"] = b"tensorflow"
+                f.attrs["keras_version"] = KERAS_VERSION.encode()
+                groups = [*((f.create_group(n), w) for n, w in layers.items())]
+                groups += [(f.create_group(TOP_LEVEL), top)]
+                groups += [(f.create_group(OPTIMIZER_GROUP), rest)] if rest else []
+                for group, weights in groups:
+                    _save_attr(group, "weight_names", [w for w, _ in weights])
+                    for w, entry in weights:
+                        group.create_dataset(w, data=_array(entry, path))
+                        if progress is not None:
+                            progress(entry.nbytes)
+        except CkptmapError:
+            raise
+        except (OSError, ValueError) as e:
+            raise WriteError(f"{path}: could not write ({_one_line(e)}).") from e
+    return [path]
+
+
+Weights = list[tuple[str, TensorEntry]]
+
+
+def _plan(ckpt: Checkpoint, path: Path) -> tuple[dict[str, Weights], Weights, Weights]:
+    """(layer group -> weights, top-level weights, optimizer/bookkeeping) with tf-keras weight names."""
+    for e in ckpt.entries.values():
+        if e.dtype in ("string", "bfloat16"):
+            raise UnsupportedError(f"{path}: tensor '{e.name}' is {e.dtype}; Keras HDF5 files hold numbers.")
+    weights = [e for e in ckpt.entries.values() if e.kind == kinds.WEIGHT]
+    rest = [e for e in ckpt.entries.values() if e.kind != kinds.WEIGHT]
+    paths = {e.name: kn.split(e.name) for e in weights}
+    heads = {p[0] if p else "" for p, _ in paths.values()}
+    wrapped = len(heads) == 1 and not _KERAS_LAYER.fullmatch(heads.pop())
+    if wrapped and all(len(p) > 1 and _LWW.fullmatch(p[1]) for p, _ in paths.values()):
+        # tf.train.Checkpoint(model=m) keeps the model under a root attribute: unwrap it.
+        paths = {n: (p[1:], role) for n, (p, role) in paths.items()}
+    layers: dict[str, list[tuple[tuple[str, ...], str, TensorEntry]]] = {}
+    top: Weights = []
+    for e in weights:
+        obj, role = paths[e.name]
+        if not obj:
+            top.append((f"{role}:0", e))
+        else:
+            layers.setdefault(obj[0], []).append((tuple(obj[1:]), role, e))
+    if layers and all(_LWW.fullmatch(n) for n in layers):  # from a TF2 checkpoint, maybe key-sorted
+        layers = dict(sorted(layers.items(), key=lambda kv: int(kv[0].rsplit("-", 1)[1])))
+    planned = {}
+    for name, items in layers.items():
+        named = weight_names(name, [(obj, role, e.shape) for obj, role, e in items])
+        planned[name] = [(w, items[i][2]) for i, w in named]
+        if len({w for w, _ in planned[name]}) < len(items):
+            raise UnsupportedError(f"{path}: two tensors of layer '{name}' would get the same weight name.")
+    bookkeeping = [(INDEX.sub("", e.name.removeprefix(OPTIMIZER_PREFIX)) + ":0", e) for e in rest]
+    return planned, top, bookkeeping
+
+
+def _array(entry: TensorEntry, path: Path) -> np.ndarray:
+    array = entry.read()
+    if array.dtype.newbyteorder("=") != dtypes.by_name(entry.dtype).numpy:
+        raise WriteError(f"{path}: tensor '{entry.name}' holds {array.dtype}, its entry says {entry.dtype}.")
+    return np.ascontiguousarray(array)
+
+
+# --- attributes ----------------------------------------------------------------------------
+
+
+def _has_attr(group: Any, name: str) -> bool:
+    return name in group.attrs or f"{name}0" in group.attrs
+
+
+def _attr_list(group: Any, name: str, path: Path) -> list[str]:
+    """A list attribute, joined from its chunks (`load_attributes_from_hdf5_group`)."""
+    chunks = [group.attrs[name]] if name in group.attrs else []
+    while f"{name}{len(chunks)}" in group.attrs:
+        chunks.append(group.attrs[f"{name}{len(chunks)}"])
+    out: list[str] = []
+    for chunk in chunks:
+        values = np.asarray(chunk)
+        if values.dtype.kind == "f" and values.size == 0:
+            continue  # an empty list is stored as a float64 array
+        if values.dtype.kind not in "SUO" or values.ndim != 1:
+            raise FormatError(f"{path}: attribute '{name}' of '{group.name}' is not a list of names.")
+        out += [_text(v) for v in values]
+    return out
+
+
+def _save_attr(group: Any, name: str, values: list[str]) -> None:
+    """Store a list of names, split into chunks below HDF5's header limit as tf-keras does."""
+    data = np.array([v.encode("utf-8") for v in values]) if values else np.zeros(0)
+    chunks = 1
+    while chunks < len(values) and any(c.nbytes > _ATTR_LIMIT for c in np.array_split(data, chunks)):
+        chunks += 1
+    if chunks == 1:
+        group.attrs[name] = data
+        return
+    for i, part in enumerate(np.array_split(data, chunks)):
+        group.attrs[f"{name}{i}"] = part
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes | np.bytes_) else str(value)
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())

@@ -74,7 +74,11 @@ def roles_for(
     """Names for a Keras 3 object's `vars/0..n-1`: from its class when known, else from shapes for
     RNN cells; None when the meaning cannot be told (the caller keeps `vars/<i>`)."""
     roles = LAYER_ROLES.get(class_name or "")
-    if roles is not None and len(roles) >= len(shapes):
+    # Only a trailing bias is optional (use_bias=False); normalization layers can drop gamma or beta,
+    # so a shorter list there is ambiguous.
+    if roles is not None and (
+        len(roles) == len(shapes) or (roles[-1] == "bias" and len(roles) == len(shapes) + 1)
+    ):
         return roles[: len(shapes)]
     return rnn_cell_roles(shapes) if is_cell else None
 

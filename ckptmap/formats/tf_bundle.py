@@ -33,21 +33,34 @@ from .sstable import TableReader, TableWriter, mask_crc, unmask_crc
 FORMAT = "tf"
 _UINT32_MAX = 0xFFFFFFFF
 _BUNDLE_VERSION = 1  # kTensorBundleVersion: what this reader understands, and what it writes
+OBJECT_GRAPH_KEY = b"_CHECKPOINTABLE_OBJECT_GRAPH"  # TF2 object-based checkpoints (format "tf2")
 
 
 def sniff(path: Path) -> bool:
-    """True when `path` resolves to a V2 bundle whose index starts with a BundleHeaderProto."""
+    """True when `path` resolves to a V2 bundle whose index starts with a BundleHeaderProto and
+    holds no TF2 object graph (those are format "tf2"; `read` still reads them)."""
+    table = index_table(path)
+    try:
+        return table is not None and table.get(OBJECT_GRAPH_KEY) is None
+    except CkptmapError:
+        return False
+
+
+def index_table(path: Path) -> TableReader | None:
+    """The index of the V2 bundle `path` resolves to, if its first entry is a BundleHeaderProto;
+    None for anything else. Reads only the table's footer, index block and first entry."""
     try:
         found = tf_paths.resolve(path)
         if found.kind != "v2":
-            return False
-        first = TableReader(tf_paths.index_path(found.path)).first_entry()
+            return None
+        table = TableReader(tf_paths.index_path(found.path))
+        first = table.first_entry()
         if first is None or first[0] != b"":
-            return False
+            return None
         BundleHeader.decode(memoryview(first[1]))  # V1 files start with a SavedTensorSlices instead
-        return True
+        return table
     except (CkptmapError, OSError, WireError):
-        return False
+        return None
 
 
 def read(path: str | os.PathLike[str]) -> Checkpoint:
