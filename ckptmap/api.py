@@ -120,6 +120,7 @@ def convert(
     report = ConversionReport(
         Path(src), source.format, dst_path, fmt.name, plan, notes=list(source.notes), dry_run=dry_run
     )
+    report.plan = plan = as_written(out, plan, fmt)
     if not dry_run:
         writer = fmt.load()
         _refuse_overwriting_source(writer.files(dst_path, out), source.files)
@@ -145,6 +146,20 @@ def apply(
         ckpt, step = rename_all(ckpt, rename)
         plan = plan.then(step)
     return ckpt, plan
+
+
+def as_written(ckpt: Checkpoint, plan: Plan, fmt: registry.FormatSpec) -> Plan:
+    """`plan` followed by the renames format `fmt`'s writer makes on the way out (if any)."""
+    written = getattr(fmt.load(), "written_names", None)
+    renamed = written(ckpt) if written else {}
+    if all(old == new for old, new in renamed.items()):
+        return plan
+    step = []
+    for e in ckpt.entries.values():
+        new = renamed.get(e.name, e.name)
+        how = "kept" if new == e.name else "renamed"
+        step.append(PlannedTensor(new, e.shape, e.dtype, (e.name,), how, f"the {fmt.name} writer"))
+    return plan.then(Plan([], {}, step))
 
 
 def rename_all(ckpt: Checkpoint, rename: MappingABC[str, str]) -> tuple[Checkpoint, Plan]:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..errors import MappingError
 from .layouts import GateLayout, layout
 
 # How layers of a bidirectional RNN are stacked. "layers": each layer reads the previous layer's
@@ -22,6 +23,16 @@ STACK_LAYERS = "layers"
 STACK_PER_DIRECTION = "per_direction"
 # Set on an RNN whose layers have different sizes (possible in a TF1 MultiRNNCell, not in nn.LSTM).
 NOTE_UNEVEN = "layers differ in size"
+
+
+def require_layer_stacking(target: RNN, framework: str) -> None:
+    """Refuse a per-direction stack: PyTorch and Keras feed both directions into the next layer."""
+    if target.bidirectional and target.layers > 1 and target.stacking == STACK_PER_DIRECTION:
+        raise MappingError(
+            f"{target.describe()}: each direction is stacked on its own (bidirectional_dynamic_rnn over "
+            f"MultiRNNCells), while stacked bidirectional {framework} layers feed both directions into the "
+            f"next; no {framework} model computes the same thing, so this RNN is not converted."
+        )
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,7 @@ class RNN:
     bias: bool = True
     dtype: str = "float32"
     cell_name: str | None = None  # TF1: the scope the cell made ("lstm_cell", or a custom name)
+    reset_after: bool | None = None  # GRU: reset gate after the recurrent matmul (torch, Keras default)
     cells: tuple[CellRef, ...] = ()
     notes: tuple[str, ...] = field(default=())
 
@@ -82,6 +94,8 @@ class RNN:
             extra.append(f"proj {self.proj}")
         if self.peepholes:
             extra.append("peepholes")
+        if self.framework == "keras" and self.kind == "gru":
+            extra.append(f"reset_after={self.reset_after}")
         if self.bidirectional and self.layers > 1 and self.stacking == STACK_PER_DIRECTION:
             extra.append("each direction stacked alone")
         tail = f", {', '.join(extra)}" if extra else ""

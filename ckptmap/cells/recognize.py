@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 FAMILIES: dict[str, str] = {
     "tf1": "ckptmap.cells.tf1_cells",
     "torch": "ckptmap.cells.torch_cells",
+    "keras": "ckptmap.cells.keras_cells",
 }
 
 

@@ -284,6 +284,7 @@ def _group_rnn(user_scope: str, form: str, cells: list[tuple[_Place, _Found]]) -
         peepholes=any(r in first.members for r in _PEEPHOLES),
         dtype=first.dtype,
         cell_name=first.scope.rpartition("/")[2],
+        reset_after=False if first.spec.kind == "gru" else None,  # GRUCell resets h before the matmul
         cells=refs,
     )
     if any(f.units != first.units or f.proj != first.proj for _, f in cells):

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from ..errors import MappingError
 from ..tree import TensorEntry
-from .model import NOTE_UNEVEN, RNN, STACK_PER_DIRECTION, CellRef
+from .model import NOTE_UNEVEN, RNN, CellRef, require_layer_stacking
 
 ROLES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
 _NAME = re.compile(
@@ -43,12 +43,7 @@ def member_name(target: RNN, layer: int, reverse: bool, role: str) -> str:
         raise MappingError(
             f"A PyTorch {target.kind.upper()} has no parameter '{role}'; it has {', '.join(ROLES)}."
         )
-    if target.bidirectional and target.layers > 1 and target.stacking == STACK_PER_DIRECTION:
-        raise MappingError(
-            f"{target.describe()}: each direction is stacked on its own (bidirectional_dynamic_rnn over "
-            "MultiRNNCells), while a bidirectional PyTorch module feeds both directions into the next layer; "
-            "no PyTorch module computes the same thing, so this RNN is not converted."
-        )
+    require_layer_stacking(target, "PyTorch")
     if NOTE_UNEVEN in target.notes:
         raise MappingError(
             f"{target.describe()}: its layers differ in size; one PyTorch module needs equal layers."
@@ -120,5 +115,6 @@ def _module(
         proj=proj,
         bias=has_bias,
         dtype=entries[first["weight_ih"]].dtype,
+        reset_after=True if kind == "gru" else None,  # nn.GRU: r * (W_hn h + b_hn)
         cells=tuple(refs),
     )

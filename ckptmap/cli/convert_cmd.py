@@ -10,6 +10,9 @@ from typing import Annotated
 import typer
 
 from .. import api
+from ..errors import CkptmapError
+from ..rules.mapping import builtin_for
+from ..verify.backends import framework_of
 from ..verify.run import verify as run_verify
 from . import render, verify_cmd
 from .options import pairs
@@ -66,7 +69,9 @@ def convert(
             bar.close()
     checked = None
     if verify and not dry_run:
-        checked = run_verify(src, dst, mapping or None, params, renames)
+        checked = run_verify(src, dst, mapping or [], params, renames)  # exactly what was converted
+    if not mapping:
+        _hint_mapping(report)
     if json_output:
         print(json.dumps({**report.to_dict(), "verify": checked.to_dict() if checked else None}, indent=2))
     else:
@@ -76,6 +81,18 @@ def convert(
     if checked and not checked.ok:
         print(f"Error: {dst} was written but did NOT verify against {src}.", file=sys.stderr)
         raise typer.Exit(1)
+
+
+def _hint_mapping(report: api.ConversionReport) -> None:
+    """Between frameworks, no mapping keeps names the target cannot use: say which mapping would help."""
+    try:
+        src_fw, dst_fw = framework_of(report.source_format), framework_of(report.destination_format)
+    except CkptmapError:
+        return
+    name = builtin_for(src_fw, dst_fw) if src_fw != dst_fw else None
+    if name:
+        hint = f"no --mapping was given, so names are unchanged; for {dst_fw} names use --mapping {name}."
+        print(f"Hint: {hint}", file=sys.stderr)
 
 
 def _print(report: api.ConversionReport, src: str, dst: str, dry_run: bool) -> None:

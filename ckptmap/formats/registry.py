@@ -6,6 +6,8 @@ Each row names a module that implements the format protocol:
     read(path: Path) -> Checkpoint     lazy: reads the index/header only
     files(path: Path, ckpt: Checkpoint | None = None) -> list[Path]
                                        (writers) the files `write` creates for this destination
+    written_names(ckpt) -> dict[str, str]  (optional) names the writer changes on the way out, as
+                                       reading the file back will show them (TF2 numbers Keras layers)
     write(ckpt: Checkpoint, path: Path, *, progress=None) -> list[Path]
                                        (writers) atomic (see ckptmap.atomic), streaming one tensor at a
                                        time; `progress(n)` is called with the bytes each tensor added

@@ -236,6 +236,11 @@ def object_paths(ckpt: Checkpoint, *, keras: bool | None = None) -> dict[str, st
     return out
 
 
+def written_names(ckpt: Checkpoint) -> dict[str, str]:
+    """Canonical name -> the name reading the written checkpoint back shows (registry protocol)."""
+    return object_paths(ckpt)
+
+
 def looks_keras(ckpt: Checkpoint) -> bool:
     """Whether the names are canonical Keras names with layer names (see `write`)."""
     if ckpt.format in KERAS_FORMATS:

@@ -324,17 +324,17 @@ def _when(rule: CellRule, rnn: RNN) -> bool:
         "layers": rnn.layers,
         "cell_type": rnn.cell_type,
         "stacking": rnn.stacking,
+        "reset_after": rnn.reset_after,
     }
     return all(facts[k] == v for k, v in rule.when.items())
 
 
 def _target_rnn(rnn: RNN, rule: CellRule) -> RNN:
+    """The RNN as the target framework will hold it: same sizes and structure; names of the source
+    framework (cell classes, TF1 cell scopes, Keras layer names) only when the framework stays."""
     assert rule.target is not None
-    same = rule.target.framework == rnn.framework
+    if rule.target.framework == rnn.framework:
+        return replace(rnn, kind=rule.target.cell)
     return replace(
-        rnn,
-        framework=rule.target.framework,
-        kind=rule.target.cell,
-        cell_type=rnn.cell_type if same else "",
-        cell_name=rnn.cell_name if same else None,
+        rnn, framework=rule.target.framework, kind=rule.target.cell, cell_type="", cell_name=None, cells=()
     )

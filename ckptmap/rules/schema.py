@@ -37,6 +37,7 @@ POLICIES = {
 }
 TOP_KEYS = {"name", "description", "from", "to", "params", "include", "rules", *POLICIES}
 WHEN_KEYS = {
+    "reset_after": bool,
     "peepholes": bool,
     "proj": bool,
     "bidirectional": bool,

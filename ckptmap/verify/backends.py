@@ -41,6 +41,13 @@ BACKENDS: dict[str, Backend] = {
         "torch",
         "pip install 'ckptmap[torch]'",
     ),
+    "keras": Backend(
+        "keras",
+        "ckptmap.verify.keras_model",
+        ("keras3", "keras-archive", "keras2", "tf2"),
+        "keras3",
+        "pip install 'ckptmap[keras,tf]'",
+    ),
 }
 
 

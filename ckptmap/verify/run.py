@@ -12,12 +12,14 @@ import difflib
 import tempfile
 from collections.abc import Mapping as MappingABC
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from .. import api
 from ..api import Recognized
 from ..errors import MappingError
+from ..formats import registry
 from ..rules.mapping import Mapping, builtin_for
 from ..rules.plan import Plan
 from .backends import backend, framework_of
@@ -57,7 +59,8 @@ def verify(
     source, target = api.load(src), api.load(dst)
     src_fw, dst_fw = framework_of(source.format), framework_of(target.format)
     mappings = _choose(mapping, params, src_fw, dst_fw)
-    _, plan = api.apply(source, mappings, rename)
+    mapped, plan = api.apply(source, mappings, rename)
+    plan = api.as_written(mapped, plan, registry.spec(target.format))
     options = {"forget_bias": _param(mappings, "forget_bias", 1.0)}
     candidates = api.recognize(target)
     pairs, paired = [], set()
@@ -75,7 +78,7 @@ def verify(
             )
             continue
         paired.add(id(match))
-        pairs.append(_compare_pair(found, match, src_fw, dst_fw, plan, options, tolerance, cases))
+        pairs.append(_compare_pair(found, match, plan, options, tolerance, cases))
     unpaired = [c.rnn for c in candidates if id(c) not in paired]
     return VerifyReport(Path(src), Path(dst), plan.mappings, plan.params, pairs, unpaired, strict)
 
@@ -99,7 +102,7 @@ def verify_into(
     with tempfile.TemporaryDirectory(prefix="ckptmap-verify-") as tmp:
         ckpt = source
         if mappings or rename or source.format not in be.formats:
-            path = Path(tmp) / ("model.ckpt" if be.write_as == "tf" else "model.pt")
+            path = Path(tmp) / f"model{registry.spec(be.write_as).suffixes[0]}"
             api.save(mapped, path, format=be.write_as)
             ckpt = api.load(path)
         found = [r for r in api.recognize(ckpt, partial=True) if r.rnn.framework == framework]
@@ -150,22 +153,39 @@ def _param(mappings: Sequence[Mapping], name: str, default: float) -> float:
 
 
 def _counterpart(found: Recognized, candidates: list[Recognized], plan: Plan) -> Recognized | None:
-    """The destination RNN holding most of what the plan made from `found`'s tensors."""
-    originals = {found.original[n] for n in found.rnn.tensor_names}
-    made = {t.name for t in plan.targets if originals.intersection(t.sources)}
-    scored = [
-        (len(made.intersection(c.original[n] for n in c.rnn.tensor_names)), i)
-        for i, c in enumerate(candidates)
-    ]
-    best = max(scored, default=(0, -1))
-    return candidates[best[1]] if best[0] > 0 else None
+    """The destination RNN holding most of what the plan made from `found`'s tensors. A multi-layer
+    RNN that became one Keras layer per layer pairs with those layers, stacked in its layer order."""
+    made = _made_from(found, plan)
+    hits = []
+    for c in candidates:
+        overlap = made.keys() & {c.original[n] for n in c.rnn.tensor_names}
+        if overlap:
+            hits.append((min(made[n] for n in overlap), len(overlap), c))
+    if not hits:
+        return None
+    if len(hits) > 1 and all(c.rnn.framework == "keras" and c.rnn.layers == 1 for _, _, c in hits):
+        stack = [c for _, _, c in sorted(hits, key=lambda h: h[0])]
+        cells = tuple(replace(cell, layer=k) for k, c in enumerate(stack) for cell in c.rnn.cells)
+        merged = replace(stack[0].rnn, layers=len(stack), cells=cells)
+        originals = {n: o for c in stack for n, o in c.original.items()}
+        return Recognized(merged, stack[0].view, originals)
+    return max(hits, key=lambda h: h[1])[2]
+
+
+def _made_from(found: Recognized, plan: Plan) -> dict[str, int]:
+    """Each target the plan made from `found`, with the source layer it came from."""
+    layer_of = {found.original[n]: cell.layer for cell in found.rnn.cells for n in cell.members.values()}
+    made: dict[str, int] = {}
+    for t in plan.targets:
+        layers = [layer_of[s] for s in t.sources if s in layer_of]
+        if layers:
+            made[t.name] = min(layers)
+    return made
 
 
 def _compare_pair(
     found: Recognized,
     match: Recognized,
-    src_fw: str,
-    dst_fw: str,
     plan: Plan,
     options: dict[str, Any],
     tolerance: float | None,
@@ -182,9 +202,15 @@ def _compare_pair(
         result.message = f"different RNNs: {src_rnn.describe()} vs {dst_rnn.describe()}"
         return result
     data = batches(src_rnn, cases)
-    sides = (("source", src_fw, found, data + nudged(data)), ("destination", dst_fw, match, data))
+    sides = (("source", found, data + nudged(data)), ("destination", match, data))
     outcomes = []
-    for side, fw, rec, runs in sides:
+    for side, rec, runs in sides:
+        fw = rec.rnn.framework
+        if rec.view.format not in backend(fw).formats:
+            result.verdict = NO_RESTORE
+            result.message = (f"the {side} holds a {fw} RNN in a {rec.view.format} file, which {fw} does not "
+                              "restore; convert it with the mapping to its framework")  # fmt: skip
+            return result
         outcome = (
             backend(fw).load().restore_and_run(rec.rnn, rec.view, runs, by="checkpoint", options=options)
         )

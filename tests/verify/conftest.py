@@ -42,3 +42,43 @@ def torch_source(path: Path, kind: str, *, seed: int = 0, zero_b_hn: bool = Fals
                 p[2 * UNITS :] = 0
     torch.save(module.state_dict(), path)
     return path
+
+
+def keras_model(keras, kind: str, *, layers: int = 1, bidirectional: bool = False, reset_after: bool = True,
+                seed: int = 0, zero_recurrent_h_bias: bool = False):  # fmt: skip
+    """A Sequential of `layers` recurrent layers (Keras 3 `keras` or tf-keras) with distinct weights."""
+    cls = {"gru": keras.layers.GRU, "lstm": keras.layers.LSTM, "rnn": keras.layers.SimpleRNN}[kind]
+    extra = {"reset_after": reset_after} if kind == "gru" else {}
+    stack = []
+    for _ in range(layers):
+        inner = cls(UNITS, return_sequences=True, **extra)
+        stack.append(keras.layers.Bidirectional(inner) if bidirectional else inner)
+    model = keras.Sequential([keras.Input((None, INPUT)), *stack])
+    rng = np.random.default_rng(seed)
+    weights = []
+    for w in model.get_weights():
+        w = rng.uniform(-0.5, 0.5, w.shape).astype(np.float32)
+        if zero_recurrent_h_bias and w.shape == (
+            2,
+            3 * UNITS,
+        ):  # GRU(reset_after=True) b_rh: TF1 cannot hold it
+            w[1, 2 * UNITS :] = 0
+        weights.append(w)
+    model.set_weights(weights)
+    return model
+
+
+def keras3_source(path: Path, kind: str, **options) -> Path:
+    """A Keras 3 model saved with model.save_weights(...weights.h5)."""
+    import keras
+
+    keras_model(keras, kind, **options).save_weights(path)
+    return path
+
+
+def tf_keras_source(path: Path, kind: str, **options) -> Path:
+    """A tf-keras model saved with save_weights: .h5 for Keras 2 weights, a prefix for a TF2 checkpoint."""
+    import tf_keras
+
+    keras_model(tf_keras, kind, **options).save_weights(str(path))
+    return path if path.suffix == ".h5" else path.parent
