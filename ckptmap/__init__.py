@@ -5,7 +5,7 @@
 >>> ckptmap.convert("sample_checkpoints/tf1_lstm2", "lstm.pt", mapping="tf1-to-torch")  # doctest: +SKIP
 """
 
-from .api import ConversionReport, DiffReport, convert, diff, load, mapping, save
+from .api import ConversionReport, DiffReport, convert, diff, load, mapping, save, verify
 from .errors import (
     CkptmapError,
     FormatError,
@@ -40,4 +40,5 @@ __all__ = [
     "load",
     "mapping",
     "save",
+    "verify",
 ]

@@ -238,6 +238,36 @@ def legacy_rnns(ckpt: Checkpoint) -> list[RNN]:
     return [r.rnn for r in recognize(ckpt) if r.legacy]
 
 
+def verify(
+    src: PathLike,
+    dst: PathLike | None = None,
+    mapping: MappingLike | Sequence[MappingLike] | None = None,
+    params: MappingABC[str, Any] | None = None,
+    rename: MappingABC[str, str] | None = None,
+    *,
+    into: str | None = None,
+    tolerance: float | None = None,
+    strict: bool = False,
+) -> Any:
+    """Prove a conversion, or a restore, with the frameworks themselves (imported only here).
+
+    `verify(src, dst)` restores both into fresh RNNs, runs them on the same inputs and compares
+    (a `VerifyReport`; `.ok`, `.exit_code`, `.pairs`). `verify(src, into="tf1"|"torch"|"keras")`
+    restores `src` into the models its RNNs describe and says what is missing (an `IntoReport`).
+
+    >>> ckptmap.verify("sample_checkpoints/tf1_lstm2", "lstm.pt").ok     # doctest: +SKIP
+    True
+    """
+    from .verify.run import verify as verify_pair
+    from .verify.run import verify_into
+
+    if (dst is None) == (into is None):
+        raise UsageError("Give either dst (verify a conversion) or into= (verify a restore).")
+    if into is not None:
+        return verify_into(src, into, mapping, params, rename)
+    return verify_pair(src, dst, mapping, params, rename, tolerance=tolerance, strict=strict)
+
+
 @dataclass
 class DiffReport:
     a: Path
