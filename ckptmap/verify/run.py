@@ -8,7 +8,6 @@ plan says which targets each source tensor became).
 
 from __future__ import annotations
 
-import difflib
 import tempfile
 from collections.abc import Mapping as MappingABC
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from ..errors import MappingError
 from ..formats import registry
 from ..rules.mapping import Mapping, builtin_for
 from ..rules.plan import Plan
+from ..suggest import closest
 from .backends import backend, framework_of
 from .cases import CASES, FIRST_STEP, Case, batches, nudged
 from .report import (
@@ -249,13 +249,6 @@ def _suggest(results: list[RestoreResult], unused: list[Missing]) -> None:
     """Pair each missing name with the closest unused checkpoint name of the same shape, and back."""
     missing = [m for r in results for m in r.missing]
     for m in missing:
-        m.suggestion = _closest(m, unused)
+        m.suggestion = closest(m.name, m.shape, [(u.name, u.shape) for u in unused])
     for u in unused:
-        u.suggestion = _closest(u, missing)
-
-
-def _closest(item: Missing, pool: list[Missing]) -> str | None:
-    same = [p.name for p in pool if p.shape == item.shape]
-    if not same:
-        return None
-    return max(same, key=lambda n: difflib.SequenceMatcher(None, item.name, n).ratio())
+        u.suggestion = closest(u.name, u.shape, [(m.name, m.shape) for m in missing])
