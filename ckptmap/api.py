@@ -258,8 +258,8 @@ def verify(
     >>> ckptmap.verify("sample_checkpoints/tf1_lstm2", "lstm.pt").ok     # doctest: +SKIP
     True
     """
-    from .verify.run import verify as verify_pair
-    from .verify.run import verify_into
+    from .verification.run import verify as verify_pair
+    from .verification.run import verify_into
 
     if (dst is None) == (into is None):
         raise UsageError("Give either dst (verify a conversion) or into= (verify a restore).")

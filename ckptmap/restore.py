@@ -110,7 +110,7 @@ def prepare(
 ) -> tuple[Checkpoint, Checkpoint, Plan]:
     """(source checkpoint, mapped checkpoint, plan). Without a mapping, the built-in one from the
     checkpoint's framework to `framework` is used; none when they are the same."""
-    from .verify.backends import framework_of
+    from .verification.backends import framework_of
 
     ckpt = source if isinstance(source, Checkpoint) else api.load(source)
     if mapping is None:

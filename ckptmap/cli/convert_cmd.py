@@ -12,8 +12,8 @@ import typer
 from .. import api
 from ..errors import CkptmapError
 from ..rules.mapping import builtin_for
-from ..verify.backends import framework_of
-from ..verify.run import verify as run_verify
+from ..verification.backends import framework_of
+from ..verification.run import verify as run_verify
 from . import render, verify_cmd
 from .options import pairs
 from .progress import ProgressBar

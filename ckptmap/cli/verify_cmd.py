@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
-from ..verify.report import APPROXIMATE, DRIFT_FACTOR, EQUAL, IntoReport, VerifyReport
-from ..verify.run import verify as run_verify
-from ..verify.run import verify_into
+from ..verification.report import APPROXIMATE, DRIFT_FACTOR, EQUAL, IntoReport, VerifyReport
+from ..verification.run import verify as run_verify
+from ..verification.run import verify_into
 from .options import pairs
 
 

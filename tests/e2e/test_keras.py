@@ -10,7 +10,7 @@ import pytest
 
 from ckptmap.cli import main
 from tests.frameworks import inputs, run_torch, save_tf1_rnn, torch_rnn
-from tests.verify.conftest import INPUT, UNITS, keras_model
+from tests.verification.conftest import INPUT, UNITS, keras_model
 
 TOL = 1e-5
 

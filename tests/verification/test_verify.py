@@ -11,9 +11,9 @@ import pytest
 
 import ckptmap
 from ckptmap.cli import main
-from ckptmap.verify.report import DIFFERS
-from ckptmap.verify.run import verify, verify_into
-from tests.verify.conftest import UNITS, tf1_source, torch_source
+from ckptmap.verification.report import DIFFERS
+from ckptmap.verification.run import verify, verify_into
+from tests.verification.conftest import UNITS, tf1_source, torch_source
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_checkpoints"
 

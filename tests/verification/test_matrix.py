@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 import ckptmap
-from ckptmap.verify.report import APPROXIMATE, EQUAL
-from ckptmap.verify.run import verify
-from tests.verify.conftest import tf1_source, torch_source
+from ckptmap.verification.report import APPROXIMATE, EQUAL
+from ckptmap.verification.run import verify
+from tests.verification.conftest import tf1_source, torch_source
 
 SHAPES = [(1, False), (2, False), (1, True), (2, True)]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import ckptmap
-from ckptmap.verify.run import verify, verify_into
+from ckptmap.verification.run import verify, verify_into
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "real_checkpoints"
 pytestmark = pytest.mark.skipif(

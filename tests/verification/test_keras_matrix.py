@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 import ckptmap
-from ckptmap.verify.report import APPROXIMATE, EQUAL
-from ckptmap.verify.run import verify
-from tests.verify.conftest import keras3_source, tf1_source, tf_keras_source, torch_source
+from ckptmap.verification.report import APPROXIMATE, EQUAL
+from ckptmap.verification.run import verify
+from tests.verification.conftest import keras3_source, tf1_source, tf_keras_source, torch_source
 
 CASES = [
     # mapping, source, kind, options, destination, verdict

@@ -33,17 +33,19 @@ class Backend:
 
 
 BACKENDS: dict[str, Backend] = {
-    "tf1": Backend("tf1", "ckptmap.verify.tf1_model", ("tf", "tf-v1"), "tf", "pip install 'ckptmap[tf]'"),
+    "tf1": Backend(
+        "tf1", "ckptmap.verification.tf1_model", ("tf", "tf-v1"), "tf", "pip install 'ckptmap[tf]'"
+    ),
     "torch": Backend(
         "torch",
-        "ckptmap.verify.torch_model",
+        "ckptmap.verification.torch_model",
         ("torch", "torch-legacy", "safetensors"),
         "torch",
         "pip install 'ckptmap[torch]'",
     ),
     "keras": Backend(
         "keras",
-        "ckptmap.verify.keras_model",
+        "ckptmap.verification.keras_model",
         ("keras3", "keras-archive", "keras2", "tf2"),
         "keras3",
         "pip install 'ckptmap[keras,tf]'",
