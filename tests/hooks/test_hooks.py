@@ -126,8 +126,8 @@ def test_keras_model_loads_through_load_into(flavour):
     model = keras.Sequential(
         [
             keras.Input((None, 3)),
-            keras.layers.LSTM(8, return_sequences=True),
-            keras.layers.LSTM(8, return_sequences=True),
+            keras.layers.LSTM(8, return_sequences=True, name="lstm"),  # names as torch-to-keras gives
+            keras.layers.LSTM(8, return_sequences=True, name="lstm_1"),
         ]
     )
     report = ckptmap.keras.load_into(model, SAMPLES / "torch_lstm.pt", freeze=["lstm"])
