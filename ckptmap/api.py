@@ -116,7 +116,7 @@ def convert(
     mappings = resolve_mappings(mapping, params or {})
     out, plan = apply(source, mappings, rename)
     dst_path = Path(dst)
-    fmt = _output_format(dst_path, to, mappings)
+    fmt = output_format(dst_path, to, mappings)
     report = ConversionReport(
         Path(src), source.format, dst_path, fmt.name, plan, notes=list(source.notes), dry_run=dry_run
     )
@@ -331,7 +331,8 @@ def resolve_mappings(
     return result
 
 
-def _output_format(dst: Path, to: str | None, mappings: Sequence[Mapping]) -> registry.FormatSpec:
+def output_format(dst: Path, to: str | None, mappings: Sequence[Mapping]) -> registry.FormatSpec:
+    """The format convert writes `dst` in: `to`, else the name, else the last mapping's target framework."""
     if to or registry.has_known_suffix(dst):
         return registry.output_format(dst, to)
     framework = mappings[-1].spec.target_framework if mappings else None

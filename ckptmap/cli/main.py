@@ -13,7 +13,7 @@ import sys
 import typer
 
 from ..errors import CkptmapError
-from . import convert_cmd, diff_cmd, inspect_cmd, mappings_cmd, verify_cmd
+from . import batch_cmd, convert_cmd, diff_cmd, inspect_cmd, mappings_cmd, verify_cmd
 
 app = typer.Typer(
     name="ckptmap",
@@ -29,6 +29,7 @@ app.command("convert", no_args_is_help=True)(convert_cmd.convert)
 app.command("diff", no_args_is_help=True)(diff_cmd.diff)
 app.command("verify", no_args_is_help=True)(verify_cmd.verify)
 app.command("mappings")(mappings_cmd.mappings)
+app.command("batch", no_args_is_help=True)(batch_cmd.batch)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,137 @@
+"""The state file that lets a rerun skip finished jobs, and nothing else.
+
+A job is skipped only when its output is provably what this job would write now. After each job
+that succeeds, `<manifest>.state.json` (beside the manifest, replaced atomically) records under
+its destination: the job's signature (source, destination, mappings with a content hash for
+mapping files, parameters, renames, output format, ckptmap version), the size and mtime of each
+file the source is made of, and of each file written. Any difference (a touched source, a new
+shard, an edited job, a deleted or rewritten output) runs the job again; so does a state file
+that is missing or unreadable. Paths are stored relative to the manifest's directory, so a
+migration tree copied with its timestamps (`cp -a`, rsync -a) keeps its progress.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .. import __version__, api
+from ..atomic import AtomicFiles
+from .manifest import Job
+
+VERSION = 1
+Fingerprint = dict[str, list[int]]  # path -> [size, mtime in ns]
+
+
+def state_path(manifest: Path) -> Path:
+    return manifest.with_name(manifest.name + ".state.json")
+
+
+def fingerprint(paths: Iterable[Path]) -> Fingerprint:
+    """Size and mtime of each file, keyed by absolute path (a missing file has none)."""
+    found = {}
+    for p in paths:
+        with contextlib.suppress(OSError):
+            st = os.stat(p)
+            found[str(Path(p).absolute())] = [st.st_size, st.st_mtime_ns]
+    return found
+
+
+class State:
+    """What finished before, by destination; `save` writes it back atomically."""
+
+    def __init__(self, path: Path, root: Path, entries: dict[str, dict[str, Any]]) -> None:
+        self.path, self.root, self.entries = path, root, entries
+
+    @classmethod
+    def load(cls, manifest: Path) -> State:
+        path = state_path(manifest)
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            entries = doc["outputs"] if doc.get("version") == VERSION else {}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            entries = {}  # none yet, or unreadable: every job runs, which is always safe
+        return cls(path, manifest.parent, dict(entries) if isinstance(entries, dict) else {})
+
+    def is_current(self, job: Job, *, verified: bool) -> bool:
+        """Whether `job`'s output is complete and up to date (and verified, when that is asked)."""
+        entry = self.entries.get(self._key(job.destination))
+        if not isinstance(entry, dict) or entry.get("signature") != self.signature(job):
+            return False
+        if verified and not entry.get("verified"):
+            return False
+        if self._relative(fingerprint(self._absolute(entry.get("outputs", {})))) != entry.get("outputs"):
+            return False
+        try:
+            files = api.load(job.source).files
+        except Exception:  # unreadable now: run it, and let the job report why
+            return False
+        return self._relative(fingerprint(files)) == entry.get("sources")
+
+    def size(self, job: Job) -> int:
+        entry = self.entries.get(self._key(job.destination), {})
+        return sum(size for size, _ in entry.get("outputs", {}).values())
+
+    def files(self, job: Job) -> list[str]:
+        entry = self.entries.get(self._key(job.destination), {})
+        return [str(p) for p in self._absolute(entry.get("outputs", {}))]
+
+    def record(self, job: Job, sources: Fingerprint, outputs: Fingerprint, *, verified: bool) -> None:
+        self.entries[self._key(job.destination)] = {
+            "signature": self.signature(job),
+            "sources": self._relative(sources),
+            "outputs": self._relative(outputs),
+            "verified": verified,
+        }
+
+    def forget(self, job: Job) -> None:
+        self.entries.pop(self._key(job.destination), None)
+
+    def keep_only(self, jobs: Iterable[Job]) -> None:
+        """Drop entries of jobs no longer in the manifest, so the file does not grow stale."""
+        wanted = {self._key(j.destination) for j in jobs}
+        self.entries = {k: v for k, v in self.entries.items() if k in wanted}
+
+    def save(self) -> None:
+        text = json.dumps({"version": VERSION, "outputs": self.entries}, indent=1, sort_keys=True)
+        with AtomicFiles([self.path]) as out:
+            out.temp(self.path).write_text(text + "\n", encoding="utf-8")
+
+    def signature(self, job: Job) -> dict[str, Any]:
+        """Everything about a job that decides its output; JSON-shaped, as it is stored."""
+        sig = {
+            "source": self._key(job.source),
+            "destination": self._key(job.destination),
+            "mapping": [self._mapping_id(m) for m in job.mapping],
+            "params": job.params,
+            "rename": list(job.rename.items()),
+            "to": job.to,
+            "ckptmap": __version__,
+        }
+        return json.loads(json.dumps(sig, default=str))
+
+    def _mapping_id(self, mapping: str) -> str:
+        """A built-in name (its content is pinned by the ckptmap version), or a file and its hash."""
+        path = Path(mapping)
+        if not path.is_absolute():
+            return mapping
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        except OSError:
+            digest = "unreadable"
+        return f"{self._key(path)}@sha256:{digest}"
+
+    def _key(self, path: Path) -> str:
+        p = Path(path).absolute()
+        return p.relative_to(self.root).as_posix() if p.is_relative_to(self.root) else str(p)
+
+    def _relative(self, found: Fingerprint) -> Fingerprint:
+        return {self._key(Path(p)): v for p, v in found.items()}
+
+    def _absolute(self, stored: Fingerprint) -> list[Path]:
+        return [self.root / p for p in stored]
