@@ -104,7 +104,10 @@ class _Runner:
         pool = ProcessPoolExecutor(
             self.size, mp_context=ctx, initializer=init_worker, initargs=(events, stop)
         )
-        futures = {pool.submit(work, job, self.verify or job.verify): job for job in jobs}
+        # Workers start with Ctrl-C ignored (inherited through exec) until init_worker installs their
+        # handler: a SIGINT during a worker's start-up imports would otherwise print its traceback.
+        with _sigint_ignored():
+            futures = {pool.submit(work, job, self.verify or job.verify): job for job in jobs}
         not_started: list[Job] = []
         suspects: list[Job] = []
         try:
