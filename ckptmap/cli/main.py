@@ -38,6 +38,10 @@ def main(argv: list[str] | None = None) -> None:
     args = [a for a in args if a != "--debug"]
     try:
         app(args=args, prog_name="ckptmap")
+    except SystemExit as e:
+        if e.code == 130 and _from_ctrl_c(e):  # typer turns Ctrl-C into a silent exit 130
+            print(INTERRUPTED, file=sys.stderr)
+        raise
     except CkptmapError as e:
         if debug:
             raise
@@ -46,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"Hint: {e.hint}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("Interrupted; no output was left behind.", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         sys.exit(130)
     except Exception as e:  # an internal error: still exit 2, never 1 ("differs")
         if debug:
@@ -56,3 +60,18 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         sys.exit(2)
+
+
+INTERRUPTED = "Interrupted; no output was left behind."
+
+
+def _from_ctrl_c(exc: BaseException) -> bool:
+    """Whether an exit was caused by Ctrl-C (a KeyboardInterrupt somewhere in its chain)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
