@@ -5,6 +5,7 @@ Library code never prints or exits: it returns reports and raises `CkptmapError`
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import time
@@ -104,10 +105,13 @@ def convert(
     *,
     dry_run: bool = False,
     progress: Progress | None = None,
+    shard_size: int | None = None,
 ) -> ConversionReport:
     """Read `src`, apply the mapping(s), rename targets last, and write `dst` atomically.
 
     Everything is validated before anything is written; `dry_run` stops there and returns the plan.
+    `shard_size` (bytes) splits a TF checkpoint into data shards of at most that size
+    (`model.ckpt.data-00000-of-00004`, ...); a tensor larger than that gets a shard of its own.
 
     >>> ckptmap.convert("sample_checkpoints/tf1_lstm2", "lstm.pt", mapping="tf1-to-torch")  # doctest: +SKIP
     """
@@ -121,10 +125,11 @@ def convert(
         Path(src), source.format, dst_path, fmt.name, plan, notes=list(source.notes), dry_run=dry_run
     )
     report.plan = plan = as_written(out, plan, fmt)
+    options = _writer_options(fmt, shard_size)
     if not dry_run:
         writer = fmt.load()
-        _refuse_overwriting_source(writer.files(dst_path, out), source.files)
-        report.files = writer.write(out, dst_path, progress=progress)
+        _refuse_overwriting_source(writer.files(dst_path, out, **options), source.files)
+        report.files = writer.write(out, dst_path, progress=progress, **options)
         report.bytes_written = sum(f.stat().st_size for f in report.files if f.exists())
     report.seconds = time.perf_counter() - started
     return report
@@ -146,6 +151,16 @@ def apply(
         ckpt, step = rename_all(ckpt, rename)
         plan = plan.then(step)
     return ckpt, plan
+
+
+def _writer_options(fmt: registry.FormatSpec, shard_size: int | None) -> dict[str, Any]:
+    if shard_size is None:
+        return {}
+    if shard_size <= 0:
+        raise UsageError(f"shard size must be positive, not {shard_size}.")
+    if "max_shard_bytes" not in inspect.signature(fmt.load().write).parameters:
+        raise UsageError(f"--shard-size applies to TF checkpoints (--to tf), not to {fmt.name}.")
+    return {"max_shard_bytes": shard_size}
 
 
 def as_written(ckpt: Checkpoint, plan: Plan, fmt: registry.FormatSpec) -> Plan:

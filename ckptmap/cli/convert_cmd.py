@@ -15,7 +15,7 @@ from ..rules.mapping import builtin_for
 from ..verification.backends import framework_of
 from ..verification.run import verify as run_verify
 from . import render, verify_cmd
-from .options import pairs
+from .options import pairs, size
 from .progress import ProgressBar
 
 
@@ -37,6 +37,10 @@ def convert(
     ] = None,
     to: Annotated[str | None, typer.Option("--to", help="Output format: tf, torch or safetensors.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")] = False,
+    shard_size: Annotated[
+        str | None,
+        typer.Option("--shard-size", help="TF output: data shards of at most this size (e.g. 2GB)."),
+    ] = None,
     verify: Annotated[
         bool, typer.Option("--verify", help="Then prove it: restore both sides and compare.")
     ] = False,
@@ -63,6 +67,7 @@ def convert(
             to,
             dry_run=dry_run,
             progress=bar.update if bar else None,
+            shard_size=size(shard_size, "--shard-size"),
         )
     finally:
         if bar:
