@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Mapping as MappingABC
@@ -15,14 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cells.model import RNN
-from .cells.recognize import find_in_entries
-from .errors import MappingError, UsageError, WriteError
+from .errors import UsageError, WriteError
 from .formats import registry
+from .pipeline import apply, as_written, resolve_mappings
 from .rules.mapping import Mapping
 from .rules.mapping import load as load_mapping
-from .rules.plan import Plan, PlannedTensor
-from .tree import Checkpoint, TensorEntry
+from .rules.plan import Plan
+from .tree import Checkpoint
 
 PathLike = str | os.PathLike[str]
 MappingLike = str | os.PathLike[str] | Mapping
@@ -135,24 +133,6 @@ def convert(
     return report
 
 
-def apply(
-    ckpt: Checkpoint,
-    mappings: Sequence[Mapping],
-    rename: MappingABC[str, str] | None = None,
-) -> tuple[Checkpoint, Plan]:
-    """Apply mappings in order, then the final renames; lazy, nothing is read."""
-    plan = Plan(
-        [], {}, [PlannedTensor(e.name, e.shape, e.dtype, (e.name,), "kept") for e in ckpt.entries.values()]
-    )
-    for m in mappings:
-        ckpt, step = m.run(ckpt)
-        plan = plan.then(step)
-    if rename:
-        ckpt, step = rename_all(ckpt, rename)
-        plan = plan.then(step)
-    return ckpt, plan
-
-
 def _writer_options(fmt: registry.FormatSpec, shard_size: int | None) -> dict[str, Any]:
     if shard_size is None:
         return {}
@@ -161,96 +141,6 @@ def _writer_options(fmt: registry.FormatSpec, shard_size: int | None) -> dict[st
     if "max_shard_bytes" not in inspect.signature(fmt.load().write).parameters:
         raise UsageError(f"--shard-size applies to TF checkpoints (--to tf), not to {fmt.name}.")
     return {"max_shard_bytes": shard_size}
-
-
-def as_written(ckpt: Checkpoint, plan: Plan, fmt: registry.FormatSpec) -> Plan:
-    """`plan` followed by the renames format `fmt`'s writer makes on the way out (if any)."""
-    written = getattr(fmt.load(), "written_names", None)
-    renamed = written(ckpt) if written else {}
-    if all(old == new for old, new in renamed.items()):
-        return plan
-    step = []
-    for e in ckpt.entries.values():
-        new = renamed.get(e.name, e.name)
-        how = "kept" if new == e.name else "renamed"
-        step.append(PlannedTensor(new, e.shape, e.dtype, (e.name,), how, f"the {fmt.name} writer"))
-    return plan.then(Plan([], {}, step))
-
-
-def rename_all(ckpt: Checkpoint, rename: MappingABC[str, str]) -> tuple[Checkpoint, Plan]:
-    """Apply `regex -> replacement` renames (the CLI's --rename) to every name, in order."""
-    compiled = []
-    for pattern, replacement in rename.items():
-        try:
-            compiled.append((re.compile(pattern), replacement))
-        except re.error as e:
-            raise UsageError(f"--rename '{pattern}={replacement}': bad regex ({e}).") from None
-    entries: list[TensorEntry] = []
-    targets: list[PlannedTensor] = []
-    seen: dict[str, str] = {}
-    for entry in ckpt.entries.values():
-        new = entry.name
-        for pattern, replacement in compiled:
-            try:
-                new = pattern.sub(replacement, new)
-            except re.error as e:
-                raise UsageError(f"--rename '{pattern.pattern}={replacement}': {e}.") from None
-        if new in seen:
-            raise MappingError(f"--rename gives both '{seen[new]}' and '{entry.name}' the name '{new}'.")
-        seen[new] = entry.name
-        entries.append(entry.renamed(new, slot_of=entry.slot_of))
-        targets.append(
-            PlannedTensor(
-                new,
-                entry.shape,
-                entry.dtype,
-                (entry.name,),
-                "kept" if new == entry.name else "renamed",
-                "--rename" if new != entry.name else None,
-            )
-        )
-    out = Checkpoint(
-        entries,
-        format=ckpt.format,
-        path=ckpt.path,
-        files=ckpt.files,
-        notes=ckpt.notes,
-        metadata=ckpt.metadata,
-        classify=False,
-    )
-    return out, Plan(["--rename"], {}, targets)
-
-
-@dataclass(frozen=True)
-class Recognized:
-    """An RNN found in a checkpoint, with the view of the checkpoint its names refer to."""
-
-    rnn: RNN
-    view: Checkpoint  # the checkpoint under the names `rnn` uses (renamed, for old TF names)
-    original: MappingABC[str, str]  # each of `rnn`'s tensor names -> its name in the checkpoint itself
-    legacy: bool = False
-
-
-def recognize(ckpt: Checkpoint, *, partial: bool = False) -> list[Recognized]:
-    """Every RNN in `ckpt`, also those under TF <= 1.1 names (found through tf1-legacy-names).
-
-    `partial` also finds cells that lack some tensors, to say what they lack.
-    """
-    found = [Recognized(rnn, ckpt, {n: n for n in rnn.tensor_names})
-             for rnn in find_in_entries(ckpt.entries, partial=partial)]  # fmt: skip
-    if ckpt.format in ("tf", "tf-v1"):
-        renamed, plan = load_mapping("tf1-legacy-names").run(ckpt)
-        origin = {t.name: t.sources[0] for t in plan.targets}
-        for rnn in find_in_entries(renamed.entries, partial=partial):
-            if not set(rnn.tensor_names) <= set(ckpt.entries):
-                found.append(Recognized(rnn, renamed, {n: origin[n] for n in rnn.tensor_names}, legacy=True))
-    return found
-
-
-def legacy_rnns(ckpt: Checkpoint) -> list[RNN]:
-    """RNNs whose variables still carry TF <= 1.1 names; their tensor names are the modern ones.
-    `tf1-to-torch` renames on its own; a TF checkpoint gets modern names with `tf1-legacy-names`."""
-    return [r.rnn for r in recognize(ckpt) if r.legacy]
 
 
 def verify(
@@ -321,29 +211,6 @@ def diff(a: PathLike, b: PathLike) -> DiffReport:
         [n for n in cb.entries if n not in ca.entries],
         changed,
     )
-
-
-def resolve_mappings(
-    mapping: MappingLike | Sequence[MappingLike] | None, params: MappingABC[str, Any]
-) -> list[Mapping]:
-    """Mappings by name, path or object; each `params` entry goes to the mappings that declare it."""
-    if mapping is None:
-        items: list[MappingLike] = []
-    elif isinstance(mapping, (str, os.PathLike, Mapping)):
-        items = [mapping]
-    else:
-        items = list(mapping)
-    loaded = [m if isinstance(m, Mapping) else load_mapping(m) for m in items]
-    unclaimed = set(params)
-    result = []
-    for m in loaded:
-        mine = {k: v for k, v in params.items() if k in m.spec.params}
-        unclaimed -= set(mine)
-        result.append(Mapping(m.spec, {**m.params, **mine}) if mine else m)
-    if unclaimed:
-        names = ", ".join(m.name for m in loaded) or "no mapping"
-        raise UsageError(f"--set {', '.join(sorted(unclaimed))}: not a parameter of {names}.")
-    return result
 
 
 def output_format(dst: Path, to: str | None, mappings: Sequence[Mapping]) -> registry.FormatSpec:

@@ -21,6 +21,7 @@ from typing import Any
 
 from . import api
 from .errors import MappingError, UsageError
+from .pipeline import apply, resolve_mappings
 from .rules.mapping import builtin_for
 from .rules.plan import Plan
 from .suggest import closest
@@ -116,7 +117,7 @@ def prepare(
     if mapping is None:
         name = builtin_for(framework_of(ckpt.format), framework)
         mapping = [name] if name and framework_of(ckpt.format) != framework else []
-    mapped, plan = api.apply(ckpt, api.resolve_mappings(mapping, params or {}), rename)
+    mapped, plan = apply(ckpt, resolve_mappings(mapping, params or {}), rename)
     return ckpt, mapped, plan
 
 

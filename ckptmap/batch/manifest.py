@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .. import api
+from .. import api, pipeline
 from ..errors import CkptmapError, UsageError
 from ..formats import registry, tf_paths
 from ..rules import schema
@@ -210,7 +210,7 @@ class _Checker:
                     message = f"set: '{name}' is not a parameter of {using} (parameters: {known}){context}."
                     raise self.fail(opts["set"].line or src_line, message)
             try:
-                self.resolved[key] = api.resolve_mappings(loaded, params)
+                self.resolved[key] = pipeline.resolve_mappings(loaded, params)
             except CkptmapError as e:
                 raise self.fail(opts["set"].line or src_line, str(e)) from None
         return self.resolved[key]

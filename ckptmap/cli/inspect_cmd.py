@@ -11,6 +11,7 @@ import typer
 from .. import api
 from ..cells.model import RNN
 from ..errors import UsageError
+from ..recognition import legacy_rnns
 from ..tree import Checkpoint, TensorEntry, build_tree
 from . import render
 
@@ -36,7 +37,7 @@ def inspect(
     entries = _filtered(ckpt, filter)
     names = {e.name for e in entries}
     rnns = [r for r in ckpt.rnns if names.intersection(r.tensor_names)]
-    legacy = [] if filter else api.legacy_rnns(ckpt)
+    legacy = [] if filter else legacy_rnns(ckpt)
     if json_output:
         print(json.dumps(_json(ckpt, entries, rnns, legacy), indent=2))
         return

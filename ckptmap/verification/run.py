@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import api
-from ..api import Recognized
 from ..errors import MappingError
 from ..formats import registry
+from ..pipeline import apply, as_written, resolve_mappings
+from ..recognition import Recognized, recognize
 from ..rules.mapping import Mapping, builtin_for
 from ..rules.plan import Plan
 from ..suggest import closest
@@ -59,12 +60,12 @@ def verify(
     source, target = api.load(src), api.load(dst)
     src_fw, dst_fw = framework_of(source.format), framework_of(target.format)
     mappings = _choose(mapping, params, src_fw, dst_fw)
-    mapped, plan = api.apply(source, mappings, rename)
-    plan = api.as_written(mapped, plan, registry.spec(target.format))
+    mapped, plan = apply(source, mappings, rename)
+    plan = as_written(mapped, plan, registry.spec(target.format))
     options = {"forget_bias": _param(mappings, "forget_bias", 1.0)}
-    candidates = api.recognize(target)
+    candidates = recognize(target)
     pairs, paired = [], set()
-    for found in api.recognize(source):
+    for found in recognize(source):
         match = _counterpart(found, candidates, plan)
         if match is None:
             pairs.append(
@@ -97,7 +98,7 @@ def verify_into(
     source = api.load(src)
     src_fw = framework_of(source.format)
     mappings = _choose(mapping, params, src_fw, framework) if (mapping or src_fw != framework) else []
-    mapped, plan = api.apply(source, mappings, rename)
+    mapped, plan = apply(source, mappings, rename)
     options = {"forget_bias": _param(mappings, "forget_bias", 1.0)}
     with tempfile.TemporaryDirectory(prefix="ckptmap-verify-") as tmp:
         ckpt = source
@@ -105,7 +106,7 @@ def verify_into(
             path = Path(tmp) / f"model{registry.spec(be.write_as).suffixes[0]}"
             api.save(mapped, path, format=be.write_as)
             ckpt = api.load(path)
-        found = [r for r in api.recognize(ckpt, partial=True) if r.rnn.framework == framework]
+        found = [r for r in recognize(ckpt, partial=True) if r.rnn.framework == framework]
         if not found:
             after = f" after {', '.join(plan.mappings)}" if plan.mappings else ""
             raise MappingError(f"{src}: no RNN{after} for {framework} to restore into.")
@@ -136,7 +137,7 @@ def _choose(mapping: Any, params: MappingABC[str, Any] | None, src_fw: str, dst_
     if mapping is None:
         name = builtin_for(src_fw, dst_fw)
         mapping = [name] if name else []
-    return api.resolve_mappings(mapping, params or {})
+    return resolve_mappings(mapping, params or {})
 
 
 def _no_counterpart(dst: api.PathLike, plan: Plan, *, chosen: bool) -> str:

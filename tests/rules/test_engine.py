@@ -8,8 +8,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from ckptmap import api
 from ckptmap.errors import MappingError
+from ckptmap.pipeline import apply, rename_all
 from ckptmap.rules.mapping import Mapping, load
 from ckptmap.rules.schema import parse
 from ckptmap.tree import Checkpoint, TensorEntry
@@ -181,7 +181,7 @@ def test_chained_mappings_convert_old_names_to_torch():
             "rnnlm/MultiRNNCell/Cell0/BasicLSTMCell/Linear/Bias": (16,),
         }
     )
-    out, plan = api.apply(ckpt, [load("tf1-legacy-names"), load("tf1-to-torch")])
+    out, plan = apply(ckpt, [load("tf1-legacy-names"), load("tf1-to-torch")])
     assert list(out) == ["rnnlm/weight_ih_l0", "rnnlm/weight_hh_l0", "rnnlm/bias_ih_l0", "rnnlm/bias_hh_l0"]
     assert plan.targets[0].sources == ("rnnlm/MultiRNNCell/Cell0/BasicLSTMCell/Linear/Matrix",)
 
@@ -256,7 +256,7 @@ def test_shape_errors_name_rule_and_tensor():
 
 def test_final_renames_apply_to_every_target_and_refuse_collisions():
     ckpt = _ckpt({"model_1/a": (1,), "model_1/b": (1,)})
-    out, _ = api.rename_all(ckpt, {"^model_1/": "model_3/"})
+    out, _ = rename_all(ckpt, {"^model_1/": "model_3/"})
     assert list(out) == ["model_3/a", "model_3/b"]
     with pytest.raises(MappingError, match="both 'model_1/a' and 'model_1/b' the name 'x'"):
-        api.rename_all(ckpt, {"^.*$": "x"})
+        rename_all(ckpt, {"^.*$": "x"})
