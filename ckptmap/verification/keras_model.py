@@ -47,6 +47,7 @@ class _Layer:
     name: str
     position: tuple[int, str] = (0, "")  # (index within its class, class key)
     ours: bool = False
+    keras_layer: Any = None  # the built layer
 
 
 def restore_and_run(
@@ -149,7 +150,7 @@ def _build(keras: Any, plan: list[_Layer], *, plain_names: bool) -> tuple[Any, l
         outputs.extend(result)
         if part.ours:
             sequence = result[0]
-        part.keras_layer = layer  # type: ignore[attr-defined]
+        part.keras_layer = layer
     return keras.Model(inputs, outputs), plan
 
 
@@ -173,7 +174,7 @@ def _restore(ckpt: Checkpoint, model: Any, ours: list[_Layer]) -> None:
             node = tree
             for component in outer:
                 node = node.setdefault(component, {})
-            node[leaf] = part.keras_layer  # type: ignore[attr-defined]
+            node[leaf] = part.keras_layer
 
         def checkpoint(node: dict[str, Any]) -> Any:
             return tf.train.Checkpoint(
