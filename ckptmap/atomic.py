@@ -4,7 +4,8 @@ A checkpoint may be several files (a TF bundle is an index, data shards and a st
 are written under hidden temporary names in the destination's own directory (so the final
 `os.replace` is a rename on one file system, atomic on POSIX) and moved into place only when every
 one of them is complete. Any exception, Ctrl-C included, removes the temporaries and any directory
-this run created, so a failed run leaves nothing behind and a finished name is never half-written.
+this run created, so a failed run leaves nothing behind and a finished name is never half-written;
+an OSError from the writing itself (a full disk) comes out as a `WriteError` naming the output.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-from .errors import WriteError
+from .errors import CkptmapError, WriteError
 
 
 class AtomicFiles:
@@ -53,6 +54,9 @@ class AtomicFiles:
                     f"{self.finals[0]}: could not move the finished output into place ({e})."
                 ) from e
         self._cleanup()
+        if isinstance(exc, OSError) and not isinstance(exc, CkptmapError):
+            # A write that failed (a full disk, EFBIG, EIO) is the user's trouble, not a crash.
+            raise WriteError(f"{self.finals[0]}: could not write ({exc.strerror or exc}).") from exc
 
     def _commit(self) -> None:
         for final in self.finals:

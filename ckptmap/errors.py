@@ -13,8 +13,13 @@ class CkptmapError(Exception):
     """Base of every error ckptmap raises on purpose. `hint` is an optional second line."""
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.hint = hint
+        super().__init__(_one_line(message))
+        self.hint = _one_line(hint) if hint is not None else None
+
+
+def _one_line(text: str) -> str:
+    # Names quoted from a damaged file may hold line breaks; shown escaped, a message stays one line.
+    return str(text).replace("\r", "\\r").replace("\n", "\\n")
 
 
 class FormatError(CkptmapError, ValueError):

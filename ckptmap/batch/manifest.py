@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import yaml
 
 from .. import api, pipeline
-from ..errors import CkptmapError, UsageError
+from ..errors import CkptmapError, RuleError, UsageError
 from ..formats import registry, tf_paths
 from ..rules import schema
 from ..rules.mapping import Mapping
@@ -259,15 +260,27 @@ def _read(path: Path, label: str) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ManifestError(f"{label}: cannot read the manifest ({e.strerror or e}).") from None
+    except UnicodeDecodeError as e:
+        raise ManifestError(f"{label}: not UTF-8 text (byte {e.start}); a manifest is YAML.") from None
+    loader = _Loader(text)
     try:
-        return yaml.load(text, Loader=_Loader)
+        node = loader.get_single_node()
+        if node is not None:
+            schema.check_expansion(node)  # aliases that expand to billions of values
+        return loader.construct_document(node) if node is not None else None
     except _DuplicateKey as e:
         raise ManifestError(f"{label}:{e.line}: '{e.key}' appears twice in one mapping.") from None
+    except RuleError as e:  # from check_expansion, or a key that is a list or a mapping
+        raise ManifestError(f"{label}: {e}.") from None
+    except RecursionError:
+        raise ManifestError(f"{label}: the YAML nests too deeply.") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{label}:{mark.line + 1}" if mark else label
         problem = getattr(e, "problem", None) or str(e)
         raise ManifestError(f"{where}: not valid YAML ({problem}).") from None
+    finally:
+        loader.dispose()
 
 
 class _DuplicateKey(Exception):
@@ -284,6 +297,10 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> schema._LineD
     result.line, result.key_lines = node.start_mark.line + 1, {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, Hashable):
+            raise RuleError(
+                f"line {key_node.start_mark.line + 1}: a key must be a name, not a {type(key).__name__}"
+            )
         if key in result:
             raise _DuplicateKey(key_node.start_mark.line + 1, key)
         result[key] = loader.construct_object(value_node, deep=True)

@@ -45,9 +45,9 @@ def main(argv: list[str] | None = None) -> None:
     except CkptmapError as e:
         if debug:
             raise
-        print(f"Error: {e}", file=sys.stderr)
+        print(f"Error: {_one_line(e)}", file=sys.stderr)
         if e.hint:
-            print(f"Hint: {e.hint}", file=sys.stderr)
+            print(f"Hint: {_one_line(e.hint)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)
@@ -56,13 +56,18 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         print(
-            f"Internal error: {type(e).__name__}: {e}. Run again with --debug for the traceback.",
+            f"Internal error: {type(e).__name__}: {_one_line(e)}. Run again with --debug for the traceback.",
             file=sys.stderr,
         )
         sys.exit(2)
 
 
 INTERRUPTED = "Interrupted; no output was left behind."
+
+
+def _one_line(message: object) -> str:
+    # Messages are written as one line; text quoted from a file or a library may still break it.
+    return " ".join(str(message).splitlines())
 
 
 def _from_ctrl_c(exc: BaseException) -> bool:

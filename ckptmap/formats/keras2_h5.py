@@ -16,8 +16,10 @@ and orders weights so that tf-keras `load_weights`, by order or by name, accepts
 from __future__ import annotations
 
 import json
+import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from ..atomic import AtomicFiles
 from ..errors import CkptmapError, FormatError, UnsupportedError, WriteError
 from ..tree import Checkpoint, TensorEntry
 from . import keras_names as kn
+from .hdf5_guard import check_dataset, check_global_heaps_in_file, hard_get
 from .keras2_names import INDEX, canonical_names, weight_names
 from .rawio import file_size
 
@@ -51,8 +54,12 @@ def sniff(path: Path) -> bool:
                 return False
         import h5py
 
-        with h5py.File(path, "r") as f:
-            return _has_attr(f, "layer_names") or isinstance(f.get("model_weights"), h5py.Group)
+        with h5py.File(path, "r") as f:  # links are not followed: an external one may block forever
+            if _has_attr(f, "layer_names"):
+                return True
+            return isinstance(f.get("model_weights", getlink=True), h5py.HardLink) and isinstance(
+                f["model_weights"], h5py.Group
+            )
     except (OSError, ValueError, KeyError, RuntimeError):
         return False
 
@@ -77,13 +84,13 @@ def _index(path: Path, h5: _H5File) -> Checkpoint:
     f = h5.file()
     root, prefix, full = f, "", False
     if not _has_attr(f, "layer_names") and "model_weights" in f:
-        root, prefix, full = f["model_weights"], "model_weights/", True
+        root, prefix, full = hard_get(f, "model_weights", path), "model_weights/", True
     if not _has_attr(root, "layer_names"):
         raise FormatError(f"{path}: an HDF5 file without Keras weights (no layer_names attribute).")
     layers = _attr_list(root, "layer_names", path)
     entries: list[TensorEntry] = []
     for layer in layers:
-        group = root.get(layer)
+        group = hard_get(root, layer, path)
         if group is None or not hasattr(group, "keys"):
             raise FormatError(f"{path}: layer '{layer}' is listed in layer_names but has no group.")
         weights = _datasets(group, _attr_list(group, "weight_names", path), path, f"{prefix}{layer}/")
@@ -91,12 +98,11 @@ def _index(path: Path, h5: _H5File) -> Checkpoint:
         entries += [
             h5.entry(n, ds, f"{prefix}{layer}/{w}") for n, (w, ds) in zip(names, weights, strict=True)
         ]
-    if TOP_LEVEL in root:
-        group = root[TOP_LEVEL]
+    if (group := hard_get(root, TOP_LEVEL, path)) is not None:
         for w, ds in _datasets(group, _attr_list(group, "weight_names", path), path, TOP_LEVEL):
             entries.append(h5.entry(INDEX.sub("", w), ds, f"{prefix}{TOP_LEVEL}/{w}"))
-    if OPTIMIZER_GROUP in f:
-        for w, ds in _optimizer_datasets(f[OPTIMIZER_GROUP]):
+    if (group := hard_get(f, OPTIMIZER_GROUP, path)) is not None:
+        for w, ds in _optimizer_datasets(group):
             entries.append(h5.entry(OPTIMIZER_PREFIX + INDEX.sub("", w), ds, f"{OPTIMIZER_GROUP}/{w}"))
     if not entries:
         raise FormatError(f"{path}: a Keras HDF5 file that holds no weights (layers: {len(layers)}).")
@@ -122,6 +128,7 @@ class _H5File:
             import h5py
 
             file_size(self.path)  # missing, empty, not a regular file: one-line errors
+            check_global_heaps_in_file(self.path)  # a damaged heap hangs HDF5 itself
             try:
                 self._file = h5py.File(self.path, "r")
             except (OSError, ValueError) as e:
@@ -129,6 +136,7 @@ class _H5File:
         return self._file
 
     def entry(self, name: str, ds: Any, key: str) -> TensorEntry:
+        check_dataset(ds, self.path)  # data in other files, or more than its storage holds
         dt = ds.dtype
         try:
             dtype = dtypes.from_numpy(dt.newbyteorder("=") if dt.byteorder in "<>" else dt)
@@ -145,10 +153,12 @@ class _H5File:
 
 
 def _datasets(group: Any, weight_names: list[str], path: Path, where: str) -> list[tuple[str, Any]]:
+    import h5py
+
     out = []
     for w in weight_names:
-        ds = group.get(w)
-        if ds is None or not hasattr(ds, "dtype"):
+        ds = hard_get(group, w, path)
+        if not isinstance(ds, h5py.Dataset):  # a group, or a named datatype, has no data
             raise FormatError(f"{path}: weight '{w}' of '{where.rstrip('/')}' has no dataset.")
         out.append((w, ds))
     return out
@@ -156,8 +166,10 @@ def _datasets(group: Any, weight_names: list[str], path: Path, where: str) -> li
 
 def _optimizer_datasets(group: Any) -> list[tuple[str, Any]]:
     """Every dataset under `optimizer_weights`; Keras 3 writes its `weight_names` as one str()."""
+    import h5py
+
     found: list[tuple[str, Any]] = []
-    group.visititems(lambda name, obj: found.append((name, obj)) if hasattr(obj, "dtype") else None)
+    group.visititems(lambda name, obj: found.append((name, obj)) if isinstance(obj, h5py.Dataset) else None)
     try:
         order = {w: i for i, w in enumerate(_attr_list(group, "weight_names", Path()))}
     except FormatError:
@@ -196,11 +208,9 @@ def write(ckpt: Checkpoint, path: Path, *, progress: Callable[[int], None] | Non
     """
     path = Path(path)
     layers, top, rest = _plan(ckpt, path)
-    import h5py
-
     with AtomicFiles([path]) as out:
         try:
-            with h5py.File(out.temp(path), "w") as f:
+            with _h5_for_writing(out.temp(path), path) as f:
                 _save_attr(f, "layer_names", list(layers))
                 f.attrs["backend"] = b"tensorflow"
                 f.attrs["keras_version"] = KERAS_VERSION.encode()
@@ -216,8 +226,32 @@ def write(ckpt: Checkpoint, path: Path, *, progress: Callable[[int], None] | Non
         except CkptmapError:
             raise
         except (OSError, ValueError) as e:
-            raise WriteError(f"{path}: could not write ({_one_line(e)}).") from e
+            raise WriteError(f"{path}: could not write ({_write_reason(e)}).") from e
     return [path]
+
+
+@contextmanager
+def _h5_for_writing(temp: Path, path: Path) -> Iterator[Any]:
+    """An HDF5 file open for writing whose close, where HDF5 flushes its metadata and so finds a
+    full disk, raises `WriteError` (h5py says RuntimeError); after a failure it closes quietly."""
+    import h5py
+
+    f = h5py.File(temp, "w")
+    try:
+        yield f
+    except BaseException:
+        with suppress(Exception):
+            f.close()
+        raise
+    try:
+        f.close()
+    except (OSError, RuntimeError) as e:
+        raise WriteError(f"{path}: could not write ({_write_reason(e)}).") from e
+
+
+def _write_reason(e: Exception) -> str:
+    # h5py's text names the temporary file and a timestamp; the errno says what matters.
+    return os.strerror(e.errno) if isinstance(e, OSError) and e.errno else _one_line(e)
 
 
 Weights = list[tuple[str, TensorEntry]]

@@ -34,6 +34,7 @@ import numpy as np
 from .. import dtypes
 from ..errors import CkptmapError, FormatError, UnsupportedError
 from ..tree import Checkpoint, TensorEntry
+from .hdf5_guard import check_dataset, check_global_heaps_in_file
 from .keras_names import (
     ATTRIBUTES,
     CELL,
@@ -46,7 +47,6 @@ SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # `_layer_checkpoint_dependencies` is what Keras 2.13 wrote instead of `layers` (H5IOStore.get).
 CONTAINERS = ("layers", "_layer_checkpoint_dependencies")
 _MAX_DEPTH = 64  # hard links can make cycles; a real model nests a few levels
-_BOMB_FLOOR, _BOMB_RATIO = 1 << 32, 1000  # saving_lib's HDF5 "shape bomb" guard
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
 
 Opener = Callable[[], AbstractContextManager[h5py.File]]
@@ -93,6 +93,7 @@ def read(path: Path) -> Checkpoint:
     """
     path = Path(path)
     file_size(path)
+    check_global_heaps_in_file(path)  # a damaged heap hangs HDF5 itself
     return read_h5(lambda: h5py.File(path, "r"), path=path, format="keras3")
 
 
@@ -194,12 +195,7 @@ class _Walker:
             self._add("/".join((*names, roles[i] if roles else f"vars/{key}")), dataset)
 
     def _add(self, name: str, dataset: h5py.Dataset) -> None:
-        if dataset.external or dataset.is_virtual:
-            raise FormatError(f"{self.path}: dataset '{dataset.name}' keeps its data outside the file.")
-        declared = int(np.prod(dataset.shape, dtype=np.int64)) * dataset.dtype.itemsize
-        if declared > _BOMB_FLOOR and declared > _BOMB_RATIO * dataset.id.get_storage_size():
-            raise FormatError(f"{self.path}: dataset '{dataset.name}' declares {declared} bytes but stores "
-                              "almost none; refusing a decompression bomb.")  # fmt: skip
+        check_dataset(dataset, self.path)  # data in other files, or more than its storage holds
         self.found.append((name, dataset.name.lstrip("/"), tuple(dataset.shape), _dtype(dataset, self.path)))
 
 

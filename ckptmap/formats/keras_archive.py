@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import mmap
 import shutil
 import struct
 import tempfile
@@ -26,6 +27,7 @@ import h5py
 
 from ..errors import CkptmapError, FormatError, UnsupportedError
 from ..tree import Checkpoint
+from .hdf5_guard import check_global_heaps, check_global_heaps_in_file
 from .keras3_h5 import LayerInfo, Opener, read_h5, snake_case
 from .rawio import file_size
 
@@ -58,7 +60,11 @@ def read(path: Path) -> Checkpoint:
     file_size(path)
     try:
         with zipfile.ZipFile(path) as z:
-            names = set(z.namelist())
+            listed = z.namelist()
+            names = set(listed)
+            twice = [m for m in (CONFIG, WEIGHTS, METADATA) if listed.count(m) > 1]
+            if twice:  # readers disagree on which copy counts; Keras' zipfile takes the last
+                raise FormatError(f"{path}: the zip holds {twice[0]} more than once.")
             missing = [m for m in (CONFIG, WEIGHTS) if m not in names]
             if missing:
                 raise FormatError(f"{path}: a zip without {' and '.join(missing)}; not a Keras 3 archive.")
@@ -128,6 +134,7 @@ def _opener(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> Opener:
         raise UnsupportedError(f"{path}: {WEIGHTS} is encrypted.")
     if info.compress_type == zipfile.ZIP_STORED:
         offset = _data_offset(z, info, path)
+        check_global_heaps_in_file(path, f"{path}: {WEIGHTS}", offset, offset + info.file_size)
 
         @contextmanager
         def in_place() -> Iterator[h5py.File]:
@@ -140,11 +147,16 @@ def _opener(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> Opener:
                           "refusing a decompression bomb.")  # fmt: skip
     copy: IO[bytes]
     if info.file_size <= _IN_MEMORY:
-        copy = io.BytesIO(z.read(info))
+        data = z.read(info)
+        check_global_heaps(data, f"{path}: {WEIGHTS}")
+        copy = io.BytesIO(data)
     else:  # anonymous: removed by the OS when the checkpoint (and so this closure) is gone
         copy = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the entries that read it
         with z.open(info) as member:
             shutil.copyfileobj(member, copy, 1 << 20)
+        copy.flush()
+        with mmap.mmap(copy.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            check_global_heaps(mapped, f"{path}: {WEIGHTS}")
 
     def decompressed() -> h5py.File:
         return h5py.File(copy, "r")

@@ -9,6 +9,7 @@ package (and TensorFlow's generated code) out of ckptmap. Field numbers are cite
 
 from __future__ import annotations
 
+import math
 import re
 import struct
 from collections.abc import Iterator
@@ -170,6 +171,8 @@ def decode_shape(buf: memoryview) -> tuple[int, ...]:
         dims.append(as_signed64(scalar(fields(dim), 1)))
     if any(d < 0 for d in dims):
         raise WireError(f"negative dimension in shape {tuple(dims)}")
+    if math.prod(dims) >= 1 << 63:  # TF's int64 element count; numpy would wrap around silently
+        raise WireError(f"shape {tuple(dims)} has more elements than an int64 counts")
     return tuple(dims)
 
 
@@ -214,6 +217,25 @@ class TensorSlice:
         for start, length in self.extents:
             parts += [_ordered_signed(start), _ordered_signed(length)]
         return b"".join(parts)
+
+
+def check_tiling(regions: list[tuple[slice, ...]], shape: tuple[int, ...]) -> None:
+    """Raise WireError unless the slices cover a tensor of `shape` exactly once: gaps would read
+    as uninitialized memory, and overlaps can hide a gap from a count of elements."""
+    boxes = [r for r in regions if all(s.start < s.stop for s in r)]  # empty slices hold nothing
+    if sum(math.prod(s.stop - s.start for s in r) for r in boxes) != math.prod(shape):
+        raise WireError("its slices do not cover the tensor")
+    if len(boxes) <= 256:  # boxes overlap when they overlap along every axis
+        for i, a in enumerate(boxes):
+            for b in boxes[:i]:
+                if all(x.start < y.stop and y.start < x.stop for x, y in zip(a, b, strict=True)):
+                    raise WireError("two of its slices overlap")
+        return
+    seen = np.zeros(shape, dtype=bool)  # as large as the slices' own data, which is all read by now
+    for r in boxes:
+        if seen[r].any():
+            raise WireError("two of its slices overlap")
+        seen[r] = True
 
 
 # OrderedCode (tensorflow/core/lib/strings/ordered_code.cc): keys that sort like their values.

@@ -1,14 +1,20 @@
 """Raw file access shared by the formats that store tensors as plain bytes (torch, safetensors).
 
-`MappedFile` maps a file once and hands out zero-copy slices; `file_size` turns the ways a file can
-be unusable into one-line errors; `little_endian_bytes` is what every byte-level writer stores.
+`MappedFile` maps a file once and hands out zero-copy slices that give their memory back when freed;
+`file_size` turns the ways a file can be unusable into one-line errors; `little_endian_bytes` is
+what every byte-level writer stores, `open_output` where it writes it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import mmap
+import os
 import stat
+import weakref
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -35,8 +41,9 @@ def file_size(path: Path) -> int:
 class MappedFile:
     """A read-only mmap of one file, opened on first read and shared by all its entries.
 
-    Slices are zero-copy; the arrays handed out are copies, so the map can live as long as the
-    entries do and closes with them.
+    Reads are zero-copy views (see `view_of`): their pages leave the process's RSS when the
+    last array over them is freed, so reading a file tensor by tensor costs only the tensors
+    still held, not every page read so far.
     """
 
     def __init__(self, path: Path) -> None:
@@ -55,7 +62,30 @@ class MappedFile:
                 f"{self.path}: the file ends at byte {len(self._map)}, but data runs to {offset + nbytes}; "
                 "it is truncated."
             )
-        return memoryview(self._map)[offset : offset + nbytes]
+        return memoryview(view_of(self._map, offset, nbytes))
+
+
+def view_of(mapped: mmap.mmap, offset: int, nbytes: int) -> np.ndarray:
+    """Bytes [offset, offset + nbytes) of a read-only map as a uint8 array that gives its pages
+    back when it is freed.
+
+    Pages of a file mapping that were touched count in RSS until they are unmapped, and one map
+    serves a whole checkpoint. So once this array, and every view of it, is gone, its whole
+    pages are dropped from the map (madvise DONTNEED). They stay in the page cache, and since
+    the map is shared and file-backed, a later access maps them again with the same bytes.
+    """
+    # A memoryview as the base makes this array the owner its views keep alive.
+    array = np.frombuffer(memoryview(mapped)[offset : offset + nbytes], dtype=np.uint8)
+    first = -(-offset // mmap.PAGESIZE) * mmap.PAGESIZE
+    last = (offset + nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
+    if last > first and hasattr(mapped, "madvise"):
+        weakref.finalize(array, _drop_pages, mapped, first, last - first).atexit = False
+    return array
+
+
+def _drop_pages(mapped: mmap.mmap, start: int, length: int) -> None:
+    with contextlib.suppress(ValueError, OSError):  # the map is closed: only memory was at stake
+        mapped.madvise(mmap.MADV_DONTNEED, start, length)
 
 
 def little_endian_bytes(entry: TensorEntry) -> memoryview:
@@ -65,3 +95,31 @@ def little_endian_bytes(entry: TensorEntry) -> memoryview:
         raise FormatError(f"Tensor '{entry.name}': data is {array.dtype}, the index says {entry.dtype}.")
     array = np.ascontiguousarray(array.astype(array.dtype.newbyteorder("<"), copy=False))
     return memoryview(array.reshape(-1).view(np.uint8))
+
+
+def open_output(path: Path) -> BinaryIO:
+    """A new file for a writer's data, handed to the disk as it is written (every 32 MiB).
+
+    The atomic commit fsyncs every output; started early, the disk writes overlap the reading and
+    computing of the next tensors instead of all waiting for that fsync, and a multi-GB output
+    does not pile up as dirty pages.
+    """
+    return io.BufferedWriter(_WritebackFile(path, "wb"))
+
+
+_WRITEBACK_EVERY = 32 << 20
+
+
+class _WritebackFile(io.FileIO):
+    _started = 0  # bytes before this offset are on their way to the disk
+
+    def write(self, data: bytes | memoryview) -> int:  # type: ignore[override]
+        # At most one stretch per call; BufferedWriter calls again with the rest.
+        written = super().write(memoryview(data).cast("B")[:_WRITEBACK_EVERY])
+        end = self.tell()
+        if end - self._started >= _WRITEBACK_EVERY and hasattr(os, "posix_fadvise"):
+            # DONTNEED starts writeback of the dirty range without waiting for it (pages already
+            # clean may leave the cache: the writer never reads its output back).
+            os.posix_fadvise(self.fileno(), self._started, end - self._started, os.POSIX_FADV_DONTNEED)
+            self._started = end
+        return written

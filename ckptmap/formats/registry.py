@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from ..errors import FormatError, SourceNotFoundError, UsageError
+from ..errors import CkptmapError, FormatError, SourceNotFoundError, UsageError
 from ..tree import Checkpoint
 
 
@@ -123,13 +123,41 @@ def resolve(path: Path) -> tuple[FormatSpec, Path]:
         readable = [(fmt, p) for p in inside if (fmt := _sniff(p)) is not None]
         if len(readable) == 1:
             return readable[0]
+        if not readable:
+            _explain(path)  # a TF checkpoint whose index is damaged
         names = ", ".join(p.name for _, p in readable) or ", ".join(p.name for p in inside[:8]) or "none"
         what = "several checkpoints" if readable else "no checkpoint ckptmap can read"
         raise FormatError(f"{path}: a directory with {what}; name one file (files: {names}).")
     if path.is_file() and path.stat().st_size == 0:
         raise FormatError(f"{path}: the file is empty.")
+    _explain(path)
     tried = ", ".join(f.description for f in FORMATS)
     raise FormatError(f"{path}: not a checkpoint ckptmap can read (tried: {tried}).")
+
+
+def _explain(path: Path) -> None:
+    """When no format accepts `path` but its name or layout says which one it should be (a TF
+    prefix with its .index, a .safetensors name), let that format's reader raise its own error:
+    "truncated" or "wrong magic number" says more than "not a checkpoint"."""
+    from . import tf_paths
+
+    if path.is_dir() or _has_prefix_files(path) or tf_paths.strip_suffix(path) != path:
+        tf_dir = path.is_dir() and ((path / tf_paths.STATE_FILE).is_file() or any(path.glob("*.index")))
+        try:
+            found = tf_paths.resolve(path)
+        except CkptmapError:
+            if tf_dir:  # a `checkpoint` file naming what is not there, several .index files
+                raise
+            return
+        if found.kind == "v2":
+            spec("tf").load().read(found.path)
+        return
+    # `.ckpt` also names V1 files, which tf-v1 sniffs; `.pt` is claimed by two formats.
+    claims = [(f, _suffix_match(f, path)) for f in FORMATS if f.name != "tf"]
+    best = max(n for _, n in claims)
+    claimed = [f for f, n in claims if n and n == best]
+    if len(claimed) == 1:
+        claimed[0].load().read(path)
 
 
 def _sniff(path: Path) -> FormatSpec | None:

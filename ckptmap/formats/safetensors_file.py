@@ -24,7 +24,7 @@ from .. import dtypes
 from ..atomic import AtomicFiles
 from ..errors import CkptmapError, FormatError, UnsupportedError, WriteError
 from ..tree import Checkpoint, TensorEntry
-from .rawio import MappedFile, file_size, little_endian_bytes
+from .rawio import MappedFile, file_size, little_endian_bytes, open_output
 
 MAX_HEADER = 100_000_000  # safetensors/src/tensor.rs MAX_HEADER_SIZE
 _ALIGN = 8  # the reference writer pads the header with spaces to 8 bytes
@@ -45,7 +45,7 @@ def sniff(path: Path) -> bool:
 
 
 def read(path: Path) -> Checkpoint:
-    """Index a safetensors file from its header; each tensor is mapped and copied when read."""
+    """Index a safetensors file from its header; each tensor is a zero-copy view when read."""
     path = Path(path)
     size = file_size(path)
     if size < 8:
@@ -72,7 +72,8 @@ def read(path: Path) -> Checkpoint:
         def load() -> np.ndarray:
             count = end - begin
             flat = np.frombuffer(mapped.read(base + begin, count), dtype=dt.numpy, count=count // dt.itemsize)
-            return flat.reshape(shape).copy()
+            array = flat.reshape(shape)  # read-only; its pages are released when it is freed
+            return array if array.flags.aligned else array.copy()  # the format does not align data
 
         return TensorEntry(name.replace(".", "/"), shape, dt.name, name, load)
 
@@ -167,7 +168,7 @@ def write(ckpt: Checkpoint, path: Path, *, progress: Callable[[int], None] | Non
     raw += b" " * (-len(raw) % _ALIGN)
     with AtomicFiles([path]) as out:
         try:
-            with open(out.temp(path), "wb") as f:
+            with open_output(out.temp(path)) as f:
                 f.write(struct.pack("<Q", len(raw)) + raw)
                 for entry in ordered:
                     data = little_endian_bytes(entry)

@@ -76,6 +76,8 @@ def snappy_decompress(data: bytes) -> bytes:
         start = len(out) - offset
         pattern = bytes(out[start : start + min(offset, length)])
         out += (pattern * (length // len(pattern) + 1))[:length]  # copies may overlap themselves
+        if len(out) > size:  # stop now, not after inflating the whole block
+            raise WireError("snappy output is longer than its declared length")
     if len(out) != size:
         raise WireError("snappy output has the wrong length")
     return bytes(out)
@@ -122,7 +124,9 @@ class TableReader:
         self._view = memoryview(self._bytes)
         footer = bytes(self._view[size - FOOTER_SIZE :])
         if struct.unpack("<Q", footer[-8:])[0] != MAGIC:
-            raise FormatError(f"{self.path}: not a TensorFlow table (wrong magic number at the end).")
+            raise FormatError(
+                f"{self.path}: not a TensorFlow table, or a truncated one (wrong magic number at the end)."
+            )
         try:
             _, pos = _decode_handle(footer, 0)  # metaindex: TF never puts anything in it
             index_handle, _ = _decode_handle(footer, pos)

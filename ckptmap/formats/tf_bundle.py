@@ -4,10 +4,11 @@ A bundle is `prefix.index`, a table (see `sstable`) whose "" key holds a BundleH
 whose other keys hold one BundleEntryProto per tensor, plus `prefix.data-0000i-of-0000n` files
 holding the raw bytes the entries point at (tensorflow/core/util/tensor_bundle/tensor_bundle.cc).
 Reading parses the index only; each tensor is a zero-copy view of the mmapped shard, its CRC32C
-checked when it is read. Partitioned variables (TF1 partitioners, TF2 sharding policies) have a
-full-tensor entry that lists slices, each stored under its own OrderedCode key; they are
-assembled on read and only the full tensor is shown. Writing streams tensor by tensor into the
-data shard(s), then writes the index and the `checkpoint` state file, all through AtomicFiles.
+checked when it is read; its pages leave the process's memory when the array is freed.
+Partitioned variables (TF1 partitioners, TF2 sharding policies) have a full-tensor entry that
+lists slices, each stored under its own OrderedCode key; they are assembled on read and only the
+full tensor is shown. Writing streams tensor by tensor into the data shard(s), then writes the
+index and the `checkpoint` state file, all through AtomicFiles.
 """
 
 from __future__ import annotations
@@ -27,13 +28,15 @@ from ..atomic import AtomicFiles
 from ..errors import CkptmapError, FormatError, SourceNotFoundError, UnsupportedError, WriteError
 from ..tree import Checkpoint, TensorEntry, canonical_tf_name
 from . import tf_paths
-from .protowire import BundleEntry, BundleHeader, WireError, encode_varint, read_varint
+from .protowire import BundleEntry, BundleHeader, WireError, check_tiling, encode_varint, read_varint
+from .rawio import open_output, view_of
 from .sstable import TableReader, TableWriter, mask_crc, unmask_crc
 
 FORMAT = "tf"
 _UINT32_MAX = 0xFFFFFFFF
 _BUNDLE_VERSION = 1  # kTensorBundleVersion: what this reader understands, and what it writes
 OBJECT_GRAPH_KEY = b"_CHECKPOINTABLE_OBJECT_GRAPH"  # TF2 object-based checkpoints (format "tf2")
+_CHUNK = 1 << 20
 
 
 def sniff(path: Path) -> bool:
@@ -123,27 +126,33 @@ class _Bundle:
         for shard in self.data:
             if not shard.is_file():
                 raise SourceNotFoundError(f"{self.index}: its data shard {shard.name} is missing.")
-        self._maps: dict[int, np.ndarray] = {}
+        self._maps: dict[int, mmap.mmap | None] = {}
 
     def _bytes(self, name: str, entry: BundleEntry) -> np.ndarray:
-        """The entry's bytes as a read-only uint8 view of the mmapped shard."""
+        """The entry's bytes as a read-only uint8 view of the mmapped shard (see `rawio.view_of`)."""
         if not 0 <= entry.shard_id < len(self.data):
             raise FormatError(
                 f"Tensor '{name}' in {self.index}: points at shard {entry.shard_id} of {len(self.data)}."
             )
         if entry.shard_id not in self._maps:
             self._maps[entry.shard_id] = _map_file(self.data[entry.shard_id])
-        data = self._maps[entry.shard_id]
-        if entry.offset < 0 or entry.size < 0 or entry.offset + entry.size > data.size:
+        mapped = self._maps[entry.shard_id]
+        size = len(mapped) if mapped is not None else 0
+        if entry.offset < 0 or entry.size < 0 or entry.offset + entry.size > size:
             raise FormatError(
                 f"Tensor '{name}': {self.data[entry.shard_id]} is truncated "
-                f"(needs {entry.offset + entry.size} bytes, has {data.size})."
+                f"(needs {entry.offset + entry.size} bytes, has {size})."
             )
-        return data[entry.offset : entry.offset + entry.size]
+        if mapped is None or entry.size == 0:
+            return np.zeros(0, np.uint8)
+        return view_of(mapped, entry.offset, entry.size)
 
     def load(self, name: str, key: bytes, entry: BundleEntry) -> np.ndarray:
         """One stored tensor, checked against its CRC32C (BundleReader::GetValue)."""
-        dtype = dtypes.from_tf_enum(entry.dtype)
+        try:
+            dtype = dtypes.from_tf_enum(entry.dtype)
+        except UnsupportedError as e:  # a stored slice; read() already skipped whole tensors like it
+            raise UnsupportedError(f"Tensor '{name}' in {self.index}: {e}") from None
         count = int(np.prod(entry.shape, dtype=np.int64))
         raw = self._bytes(name, entry)
         if dtype.name == "string":
@@ -179,20 +188,24 @@ class _Bundle:
                 raise FormatError(f"{where} is missing.")
             if stored.shape != tuple(r.stop - r.start for r in region):
                 raise FormatError(f"{where} is stored with shape {stored.shape}.")
+            if stored.dtype != entry.dtype:
+                raise FormatError(f"{where} is stored with TensorFlow dtype code {stored.dtype}.")
             parts.append((region, self.load(f"{name}[{_describe(region)}]", key, stored)))
-        if sum(part.size for _, part in parts) != int(np.prod(entry.shape, dtype=np.int64)):
-            raise FormatError(f"Tensor '{name}' in {self.index}: its slices do not cover the tensor.")
+        try:
+            check_tiling([region for region, _ in parts], entry.shape)  # np.empty below shows any gap
+        except WireError as e:
+            raise FormatError(f"Tensor '{name}' in {self.index}: {e}.") from None
         out = np.empty(entry.shape, dtype=dtypes.from_tf_enum(entry.dtype).numpy)
         for region, part in parts:
             out[region] = part
         return out
 
 
-def _map_file(path: Path) -> np.ndarray:
+def _map_file(path: Path) -> mmap.mmap | None:
     with open(path, "rb") as f:
         if os.fstat(f.fileno()).st_size == 0:
-            return np.zeros(0, np.uint8)  # mmap refuses empty files; all tensors may be empty
-        return np.frombuffer(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), dtype=np.uint8)
+            return None  # mmap refuses empty files; all tensors may be empty
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
 
 
 def _from_raw(raw: np.ndarray, dtype: np.dtype, big_endian: bool) -> np.ndarray:
@@ -206,8 +219,8 @@ def _from_raw(raw: np.ndarray, dtype: np.dtype, big_endian: bool) -> np.ndarray:
 def _decode_strings(raw: np.ndarray, count: int, big: bool, name: str, file: Path) -> tuple[np.ndarray, int]:
     """ReadStringTensor: varint64 lengths, masked CRC of the lengths, then the bytes. The CRC
     covers each length as a uint32 (uint64 if larger) in the writer's byte order, not the varints."""
-    if raw.size == 0:
-        return np.empty(count, dtype=object), 0
+    if raw.size == 0 and count == 0:  # else the entry's shape alone would decide the allocation
+        return np.empty(0, dtype=object), 0
     if raw.size < count + 4:  # at least one varint byte per element, then the length checksum
         raise FormatError(f"Tensor '{name}' in {file}: string data does not fit its entry.")
     view = memoryview(raw)
@@ -285,7 +298,7 @@ def write(
     written: dict[bytes, BundleEntry] = {}
     with AtomicFiles(finals) as out:
         for shard_id, group in enumerate(plan):
-            with open(out.temp(finals[shard_id]), "wb") as f:
+            with open_output(out.temp(finals[shard_id])) as f:
                 offset = 0
                 for entry in group:
                     tf_entry = _write_tensor(f, entry, shard_id, offset)
@@ -330,8 +343,11 @@ def _write_tensor(f: BinaryIO, entry: TensorEntry, shard_id: int, offset: int) -
         if array.dtype.byteorder == ">":
             array = array.astype(array.dtype.newbyteorder("<"))
         raw = array.reshape(-1).view(np.uint8)
-        f.write(raw)
-        size, crc = raw.size, google_crc32c.value(raw)
+        size, crc = raw.size, 0
+        for start in range(0, size, _CHUNK):  # each chunk is written while its checksum left it in cache
+            chunk = raw[start : start + _CHUNK]
+            crc = google_crc32c.extend(crc, chunk)
+            f.write(chunk)
     return BundleEntry(dtype.tf_enum or 0, entry.shape, shard_id, offset, size, mask_crc(crc))
 
 

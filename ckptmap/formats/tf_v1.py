@@ -22,7 +22,17 @@ from .. import dtypes
 from ..errors import CkptmapError, FormatError, UnsupportedError
 from ..tree import Checkpoint, TensorEntry, canonical_tf_name
 from . import tf_paths
-from .protowire import TensorSlice, WireError, decode_shape, fields, message, messages, packed_varints, scalar
+from .protowire import (
+    TensorSlice,
+    WireError,
+    check_tiling,
+    decode_shape,
+    fields,
+    message,
+    messages,
+    packed_varints,
+    scalar,
+)
 from .sstable import TableReader
 
 FORMAT = "tf-v1"
@@ -139,14 +149,16 @@ def _load(
             proto = message(fields(saved), 3) if saved is not None else None  # SavedSlice.data
             count = int(np.prod(part_shape, dtype=np.int64))
             part = _values(proto if proto is not None else memoryview(b""), dtype, count).reshape(part_shape)
-        except WireError as e:
+        except (WireError, ValueError) as e:  # ValueError: numpy on a byte count that fits no dtype
             raise FormatError(f"Tensor '{name}' in {table.path}: damaged data ({e}).") from e
         parts.append((region, part))
     if len(parts) == 1 and parts[0][1].shape == shape:
         return parts[0][1]  # the common case: one full slice, no copy
     # Decoded before allocating, so damaged metadata cannot make us allocate unbacked memory.
-    if sum(part.size for _, part in parts) != int(np.prod(shape, dtype=np.int64)):
-        raise FormatError(f"Tensor '{name}' in {table.path}: its stored slices do not cover the tensor.")
+    try:
+        check_tiling([region for region, _ in parts], shape)
+    except WireError as e:
+        raise FormatError(f"Tensor '{name}' in {table.path}: {e}.") from None
     out = np.empty(shape, dtype=dtype.numpy)
     for region, part in parts:
         out[region] = part

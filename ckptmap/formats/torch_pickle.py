@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import _compat_pickle
 import io
+import math
 import pickle
 import re
 from collections import Counter, OrderedDict
@@ -37,6 +38,7 @@ _TORCH_DTYPES = {
     "uint64": "uint64", "complex64": "complex64", "cfloat": "complex64",
     "complex128": "complex128", "cdouble": "complex128",
 }  # fmt: skip
+_MAX_REPEATED = 1 << 26  # bytes an expand()ed (stride 0) view may grow to beyond its storage
 _OTHER_TORCH_DTYPE = re.compile(r"float8_\w+|float4_\w+|complex32|chalf|q?u?int\d+(x\d+)?|bits\w+")
 
 
@@ -176,6 +178,14 @@ def _tensor(storage: Any, offset: Any, size: Any, stride: Any, dtype: Any, metad
         raise FormatError(
             f"a tensor of shape {shape} at offset {offset} reaches past its storage "
             f"'{storage.key}' ({available} elements)."
+        )
+    # Strides that revisit elements (an expand()ed view) make a tensor larger than its storage;
+    # reading copies it, so the file would decide how much memory that takes.
+    size = math.prod(shape) * dt.itemsize
+    if size > max(storage.nbytes, _MAX_REPEATED):
+        raise FormatError(
+            f"a tensor of shape {shape} with stride {strides} repeats its storage '{storage.key}' "
+            f"({storage.nbytes} bytes) into {size} bytes; refusing to expand it."
         )
     return ref
 
@@ -343,7 +353,8 @@ def unpickle(
     except RecursionError:
         raise FormatError(f"{source}: the pickle nests too deeply.") from None
     except Exception as e:  # a malformed pickle can raise almost anything; none of it is ours
-        raise FormatError(f"{source}: the pickle is damaged ({type(e).__name__}: {e}).") from None
+        detail = " ".join(f"{type(e).__name__}: {e}".split())[:200]  # its text may span lines
+        raise FormatError(f"{source}: the pickle is damaged ({detail}).") from None
 
 
 def storage_type(value: Any) -> _StorageType:
@@ -364,7 +375,9 @@ def materialize(ref: TensorRef, storage: memoryview | bytes, *, big_endian: bool
     """The tensor as a C-contiguous array: a strided view of the storage bytes, then a copy.
 
     `storage` holds the whole (root) storage, so views sharing it and transposed tensors come out
-    as torch would show them.
+    as torch would show them. A tensor that is its whole storage in C order (what a state dict
+    mostly holds) is not copied: it is `storage` itself, read-only, so reading it costs no
+    second buffer.
     """
     dt = ref.dtype.numpy
     if ref.extent == 0:
@@ -376,7 +389,11 @@ def materialize(ref: TensorRef, storage: memoryview | bytes, *, big_endian: bool
     flat = np.frombuffer(storage, dtype=dt, count=count, offset=start)
     strides = tuple(s * dt.itemsize for s in ref.stride)
     view = np.lib.stride_tricks.as_strided(flat, ref.shape, strides, writeable=False)
-    out = np.array(view, order="C", copy=True)
+    whole = start == 0 and count * dt.itemsize == len(storage) and view.size == count
+    if whole and view.flags.c_contiguous and not (big_endian and dt.itemsize > 1):
+        out = flat.reshape(ref.shape)
+    else:
+        out = np.array(view, order="C", copy=True)
     if big_endian and dt.itemsize > 1:
         unit = dt.itemsize // 2 if dt.kind == "c" else dt.itemsize
         out.view(f"u{unit}").byteswap(inplace=True)

@@ -19,6 +19,7 @@ import secrets
 import struct
 import zipfile
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -30,15 +31,18 @@ from ..atomic import AtomicFiles
 from ..errors import CkptmapError, FormatError, UnsupportedError, WriteError
 from ..tree import Checkpoint, TensorEntry
 from . import torch_pickle as tp
-from .rawio import MappedFile, file_size, little_endian_bytes
+from .rawio import MappedFile, file_size, little_endian_bytes, open_output
 from .torch_select import select
 
 ALIGNMENT = 64  # torch.utils.serialization.config.save.storage_alignment
 _U32 = 0xFFFFFFFF  # the zip "see the zip64 extra field" marker
 _ZIP64_AT = _U32  # sizes and offsets from here on need zip64 (miniz: >= MZ_UINT32_MAX)
-_CHUNK = 64 << 20
+_CHUNK = 1 << 20  # data is written chunk by chunk right after its CRC, while still in cache
 # dtypes torch saves as UntypedStorage + dtype via _rebuild_tensor_v3 (torch/storage.py `_new_dtypes`).
 _V3_DTYPES = ("uint16", "uint32", "uint64")
+# Members torch would store but a hand-made zip compressed: refuse what inflates like a bomb (as
+# keras_archive does), since the pickle and the storages are decompressed into memory.
+_BOMB_FLOOR, _BOMB_RATIO = 1 << 28, 100
 # What zipfile raises on damaged archives (an unknown compression method is NotImplementedError).
 _ZIP_ERRORS = (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, zlib.error,
                struct.error)  # fmt: skip
@@ -123,6 +127,12 @@ class _Archive:
         # torch names the folder after the first member (inline_container.cc `PyTorchStreamReader::init`).
         self.root = infos[0].filename.split("/", 1)[0]
         self.members = {i.filename: i for i in infos}
+        if len(self.members) < len(infos):  # which copy a reader takes differs: refuse the ambiguity
+            twice = Counter(i.filename for i in infos).most_common(1)[0][0]
+            raise FormatError(f"{path}: the zip holds {twice} more than once.")
+        odd = next((n for n in self.members if not _plain_member_name(n)), None)
+        if odd is not None:
+            raise FormatError(f"{path}: the zip has a member named {odd!r:.80}, not a path in its folder.")
         self._map = MappedFile(path)
         self._verified: set[str] = set()
 
@@ -136,6 +146,11 @@ class _Archive:
 
     def read(self, info: zipfile.ZipInfo) -> memoryview | bytes:
         if info.compress_type != zipfile.ZIP_STORED:  # re-zipped by hand; torch never compresses
+            if info.file_size > _BOMB_FLOOR and info.file_size > _BOMB_RATIO * info.compress_size:
+                raise FormatError(
+                    f"{self.path}: {info.filename} declares {info.file_size} bytes from "
+                    f"{info.compress_size}; refusing a decompression bomb."
+                )
             try:
                 with zipfile.ZipFile(self.path) as zf:
                     return zf.read(info)
@@ -153,6 +168,13 @@ class _Archive:
             raise FormatError(f"{self.path}: checksum mismatch in {info.filename}; the file is damaged.")
         self._verified.add(info.filename)
         return data
+
+
+def _plain_member_name(name: str) -> bool:
+    """A relative path without `..`, `.` or empty parts (torch writes `<root>/data/<key>`; `zip -r`
+    adds folders, `<root>/`)."""
+    parts = name.removesuffix("/").split("/")
+    return "\\" not in name and ":" not in parts[0] and all(p not in ("", ".", "..") for p in parts)
 
 
 # ---------------------------------------------------------------------------------------- writing
@@ -176,7 +198,7 @@ def write(ckpt: Checkpoint, path: Path, *, progress: Callable[[int], None] | Non
     root = path.stem if re.fullmatch(r"[A-Za-z0-9_.-]+", path.stem) else "archive"
     with AtomicFiles([path]) as out:
         try:
-            with open(out.temp(path), "wb") as f:
+            with open_output(out.temp(path)) as f:
                 zw = _ZipWriter(f, root)
                 zw.add("data.pkl", [pickled])
                 zw.add(".format_version", [b"1"])

@@ -17,7 +17,7 @@ regex does not have; the message names the rule and its line.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import yaml
 
 from ..cells import layouts
 from ..cells.recognize import family
-from ..errors import RuleError
+from ..errors import RuleError, UsageError
 from .expr import Expr, ExprError
 from .template import Template, TemplateError
 
@@ -122,6 +122,10 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _LineDict:
     result.key_lines = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, Hashable):
+            raise RuleError(
+                f"line {key_node.start_mark.line + 1}: a key must be a name, not a {type(key).__name__}"
+            )
         if key in result:
             raise RuleError(f"line {key_node.start_mark.line + 1}: '{key}' appears twice in one mapping")
         result[key] = loader.construct_object(value_node, deep=True)
@@ -137,6 +141,8 @@ def load_file(path: Path, label: str | None = None, *, resolve: Resolver | None 
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise RuleError(f"{path}: cannot read the mapping file ({e.strerror or e}).") from e
+    except UnicodeDecodeError as e:
+        raise RuleError(f"{path}: not UTF-8 text (byte {e.start}); a mapping file is YAML.") from None
     return parse(text, label or str(path), path=path, resolve=resolve)
 
 
@@ -145,8 +151,14 @@ Resolver = Callable[[str, "Path | None"], "MappingSpec"]
 
 
 def parse(text: str, label: str, *, path: Path | None = None, resolve: Resolver | None = None) -> MappingSpec:
+    loader = _Loader(text)
     try:
-        doc = yaml.load(text, Loader=_Loader)
+        node = loader.get_single_node()
+        if node is not None:
+            check_expansion(node)
+        doc = loader.construct_document(node) if node is not None else None
+    except RecursionError:
+        raise RuleError(f"{label}: the YAML nests too deeply.") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{label}:{mark.line + 1}" if mark else label
@@ -154,6 +166,8 @@ def parse(text: str, label: str, *, path: Path | None = None, resolve: Resolver 
         raise RuleError(f"{where}: not valid YAML ({problem}).") from None
     except RuleError as e:
         raise RuleError(f"{label}: {e}") from None
+    finally:
+        loader.dispose()
     if not isinstance(doc, dict):
         raise RuleError(f"{label}: a mapping file must be a YAML mapping with a 'rules' list.")
     _no_unknown(doc, TOP_KEYS, label, "the mapping")
@@ -186,6 +200,34 @@ def parse(text: str, label: str, *, path: Path | None = None, resolve: Resolver 
     )
 
 
+# Aliases repeat a node without copying it, so a few lines can stand for 10^9 values ("billion
+# laughs"), which printing or walking them would expand. Mappings are kilobytes.
+_MAX_EXPANDED = 1_000_000
+
+
+def check_expansion(root: yaml.Node) -> None:
+    """Refuse a document whose aliases expand to more than _MAX_EXPANDED nodes and characters."""
+    sizes: dict[int, int] = {}
+    pending: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while pending:  # post-order without recursion; a node seen before counts with its full size
+        node, children_done = pending.pop()
+        children = (
+            [c for pair in node.value for c in pair]
+            if isinstance(node, yaml.MappingNode)
+            else (node.value if isinstance(node, yaml.SequenceNode) else [])
+        )
+        if children_done:
+            own = len(node.value) if isinstance(node, yaml.ScalarNode) else 1
+            sizes[id(node)] = own + sum(sizes.get(id(c), 1) for c in children)
+            if sizes[id(node)] > _MAX_EXPANDED:
+                line = node.start_mark.line + 1
+                raise RuleError(f"line {line}: YAML aliases here expand to more than {_MAX_EXPANDED} values")
+        elif id(node) not in sizes:
+            sizes[id(node)] = 1  # in progress: an alias to an enclosing node (a cycle) counts once
+            pending.append((node, True))
+            pending.extend((c, False) for c in children if id(c) not in sizes)
+
+
 def _includes(doc: dict, label: str, path: Path | None, resolve: Resolver | None) -> list[MappingSpec]:
     """Mappings whose parameters and rules come first (`include: [tf1-legacy-names]`)."""
     names = doc.get("include") or []
@@ -194,7 +236,13 @@ def _includes(doc: dict, label: str, path: Path | None, resolve: Resolver | None
         raise RuleError(f"{label}:{doc.key_lines['include']}: 'include' lists mapping names or files.")
     if names and resolve is None:
         raise RuleError(f"{label}:{doc.key_lines['include']}: 'include' is not available here.")
-    return [resolve(name, path) for name in names]  # type: ignore[misc]
+    specs = []
+    for name in names:
+        try:
+            specs.append(resolve(name, path))  # type: ignore[misc]
+        except UsageError as e:  # an unknown name: say which file asked for it
+            raise RuleError(f"{label}:{doc.key_lines['include']}: {e}") from None
+    return specs
 
 
 def _params(raw: Any, label: str) -> dict[str, Param]:
@@ -269,8 +317,11 @@ def _rename_rule(raw: dict, common: dict) -> RenameRule:
 
 
 def _cell_rule(raw: dict, common: dict, params: Mapping[str, Param]) -> CellRule:
+    _only(raw, "a cell rule", {"match", "inputs"})
     source = layouts.layout(str(raw["cell"]))
     when = raw.get("when") or {}
+    if not isinstance(when, dict):
+        raise RuleError("'when' maps conditions to values")
     for key, value in when.items():
         if key not in WHEN_KEYS:
             raise RuleError(f"'when' takes {', '.join(WHEN_KEYS)}, not '{key}'")
@@ -279,6 +330,8 @@ def _cell_rule(raw: dict, common: dict, params: Mapping[str, Param]) -> CellRule
     _one_action(raw, common, "make")
     target, make = None, {}
     if "make" in raw:
+        if not isinstance(raw["make"], dict) or not raw["make"]:
+            raise RuleError("'make' maps the target cell's tensors to expressions")
         if "to" not in raw:
             raise RuleError("a cell rule with 'make' needs 'to: <framework>.<cell>'")
         target = layouts.layout(str(raw["to"]))
@@ -297,7 +350,12 @@ def _cell_rule(raw: dict, common: dict, params: Mapping[str, Param]) -> CellRule
 
 
 def _match_rule(raw: dict, common: dict, params: Mapping[str, Param]) -> MatchRule:
+    _only(raw, "a match rule", {"when", "make"})
     patterns = raw["match"] if isinstance(raw["match"], list) else [raw["match"]]
+    if not patterns or not all(isinstance(p, str) for p in patterns):
+        raise RuleError("'match' is a regex or a list of regexes")
+    if not isinstance(raw.get("inputs") or {}, dict):
+        raise RuleError("'inputs' maps names to templates")
     compiled = tuple(_regex(p, raw.key_lines["match"]) for p in patterns)
     groups = set.intersection(*(set(p.groupindex) for p in compiled))
     inputs = {}
@@ -317,6 +375,13 @@ def _match_rule(raw: dict, common: dict, params: Mapping[str, Param]) -> MatchRu
     elif to is not None:
         raise RuleError("'to' is a target name template, or a mapping of target templates to expressions")
     return MatchRule(**common, patterns=compiled, rename_to=rename_to, make=make, inputs=inputs)
+
+
+def _only(raw: dict, what: str, foreign: set[str]) -> None:
+    """Keys of the other rule kinds would be ignored silently; say so instead."""
+    extra = sorted(foreign & set(raw))
+    if extra:
+        raise RuleError(f"{what} does not take {', '.join(repr(k) for k in extra)}")
 
 
 def _one_action(raw: dict, common: dict, produce_key: str) -> None:
