@@ -32,8 +32,9 @@ def recognize(ckpt: Checkpoint, *, partial: bool = False) -> list[Recognized]:
     """
     found = [Recognized(rnn, ckpt, {n: n for n in rnn.tensor_names})
              for rnn in find_in_entries(ckpt.entries, partial=partial)]  # fmt: skip
-    if ckpt.format in ("tf", "tf-v1"):
-        renamed, plan = load_mapping("tf1-legacy-names").run(ckpt)
+    legacy = load_mapping("tf1-legacy-names") if ckpt.format in ("tf", "tf-v1") else None
+    if legacy is not None and not legacy.renames_nothing_in(ckpt.entries):
+        renamed, plan = legacy.run(ckpt)
         origin = {t.name: t.sources[0] for t in plan.targets}
         for rnn in find_in_entries(renamed.entries, partial=partial):
             if not set(rnn.tensor_names) <= set(ckpt.entries):

@@ -9,6 +9,7 @@ listing a multi-GB checkpoint costs only its index.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -39,7 +40,7 @@ class TensorEntry:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        return math.prod(map(int, self.shape))  # exact, where numpy's int64 product wraps; () -> 1
 
     @property
     def nbytes(self) -> int:

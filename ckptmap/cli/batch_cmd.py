@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..batch import FAILED, SKIPPED, BatchInterrupted, BatchProgress, BatchReport, run_batch
 from . import render
+
+if TYPE_CHECKING:  # ckptmap.batch is imported when a batch runs, not on every command's start
+    from ..batch import BatchProgress, BatchReport
 
 
 def batch(
@@ -53,6 +55,8 @@ def batch(
     its extension), {parent} (its directory's name), {dir} (its directory below the glob's
     fixed leading part).
     """
+    from ..batch import BatchInterrupted, run_batch
+
     line = _ProgressLine()
     try:
         result = run_batch(
@@ -80,6 +84,8 @@ def batch(
 
 def render_summary(report: BatchReport) -> list[str]:
     """The table (job, source, destination, status, seconds, size, verify), then failures' messages."""
+    from ..batch import FAILED, SKIPPED
+
     rows = [("job", "source", "destination", "status", "seconds", "size", "verify")]
     for r in report.results:
         verdicts = sorted({v.upper() for v in r.verify["verdicts"]}) if r.verify else []

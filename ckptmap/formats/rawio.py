@@ -108,14 +108,18 @@ def open_output(path: Path) -> BinaryIO:
 
 
 _WRITEBACK_EVERY = 32 << 20
+# Bytes handed to one write(2). A large write from a memory map runs 4-8x slower on these machines
+# than the same bytes in 1 MiB writes (measured: 2 GB from a mapped file, 64 MiB writes 0.5 GB/s,
+# 1 MiB writes 4 GB/s), as the kernel copies each write while faulting in its source pages.
+_WRITE_AT_MOST = 1 << 20
 
 
 class _WritebackFile(io.FileIO):
     _started = 0  # bytes before this offset are on their way to the disk
 
     def write(self, data: bytes | memoryview) -> int:  # type: ignore[override]
-        # At most one stretch per call; BufferedWriter calls again with the rest.
-        written = super().write(memoryview(data).cast("B")[:_WRITEBACK_EVERY])
+        # At most one piece per call; BufferedWriter calls again with the rest.
+        written = super().write(memoryview(data).cast("B")[:_WRITE_AT_MOST])
         end = self.tell()
         if end - self._started >= _WRITEBACK_EVERY and hasattr(os, "posix_fadvise"):
             # DONTNEED starts writeback of the dirty range without waiting for it (pages already

@@ -11,7 +11,7 @@ kernel split into `weight_ih` and `weight_hh`) is read once and released after i
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -68,6 +68,15 @@ def run(spec: MappingSpec, params: Mapping[str, Any], ckpt: Checkpoint) -> tuple
     return _Run(spec, params, ckpt).execute()
 
 
+def renames_nothing(spec: MappingSpec, names: Iterable[str]) -> bool:
+    """Whether `spec` is rename rules only, none of which matches a name in `names`. Rules apply in
+    turn, but while none matches, each sees the names unchanged."""
+    rules = spec.rules
+    if not all(isinstance(r, RenameRule) and r.names is not None for r in rules):
+        return False
+    return not any(r.names.may_match(name) for name in names for r in rules)  # type: ignore[union-attr]
+
+
 class _Run:
     def __init__(self, spec: MappingSpec, params: Mapping[str, Any], ckpt: Checkpoint) -> None:
         self.spec, self.params, self.ckpt = spec, dict(params), ckpt
@@ -98,7 +107,8 @@ class _Run:
         renamed: dict[str, TensorEntry] = {}
         for name, entry in self.live.items():
             new = name
-            for pattern, replacement in rule.subs:
+            untouched = rule.names is not None and not rule.names.may_match(name)
+            for pattern, replacement in () if untouched else rule.subs:
                 try:
                     new = pattern.sub(replacement, new)
                 except re.error as e:  # a bad group reference in the replacement

@@ -7,6 +7,7 @@ anything else is a path to the user's own YAML file.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass
 from importlib import resources
@@ -50,6 +51,12 @@ class Mapping:
 
     def run(self, ckpt: Checkpoint) -> tuple[Checkpoint, Plan]:
         return engine.run(self.spec, self.params, ckpt)
+
+    def renames_nothing_in(self, names: Iterable[str]) -> bool:
+        """True when this mapping is renames only and none of its patterns matches any of `names`:
+        running it would hand the checkpoint back unchanged. A quick test, for callers that run a
+        mapping only to see what it renames (recognition of old TF names, on every inspect)."""
+        return engine.renames_nothing(self.spec, names)
 
     def apply(self, ckpt: Checkpoint) -> Checkpoint:
         return self.run(ckpt)[0]

@@ -75,6 +75,8 @@ class Rule:
 @dataclass(frozen=True)
 class RenameRule(Rule):
     subs: tuple[tuple[re.Pattern[str], str], ...] = ()
+    # True for every name a pattern of `subs` matches: names it is false for are left as they are.
+    names: NameFilter | None = None
 
 
 @dataclass(frozen=True)
@@ -313,7 +315,65 @@ def _rename_rule(raw: dict, common: dict) -> RenameRule:
     if not isinstance(table, dict) or not table:
         raise RuleError("'rename' maps regexes to replacements")
     subs = tuple((_regex(p, table.key_lines[p]), str(r)) for p, r in table.items())
-    return RenameRule(**common, subs=subs)
+    return RenameRule(**common, subs=subs, names=NameFilter([p for p, _ in subs]))
+
+
+class NameFilter:
+    """A quick test that is true for every name some pattern of a rename rule matches (and maybe
+    others): one substring test per pattern with a literal it cannot match without ("Linear/Matrix"
+    in `(^|/)GRUCell/Gates/Linear/Matrix$`), one joined regex for the rest. A checkpoint's names
+    mostly match nothing, and a regex search per name and pattern is what inspect spent its time on.
+    """
+
+    def __init__(self, patterns: list[re.Pattern[str]]) -> None:
+        self.literals: list[str] = []
+        rest: list[str] = []
+        for p in patterns:
+            literal = _required_literal(p.pattern) if not p.flags & re.IGNORECASE else None
+            if literal:
+                self.literals.append(literal)
+            else:
+                rest.append(p.pattern)
+        # Joined, groups are renumbered, which breaks backreferences, and mid-pattern global
+        # flags are refused: patterns like that are searched one by one.
+        joinable = [t for t in rest if not re.search(r"\\\d|\(\?P=|\(\?[aiLmsux]+\)", t)]
+        self.regexes = [re.compile(t) for t in rest if t not in joinable]
+        if joinable:
+            self.regexes.append(re.compile("|".join(f"(?:{t})" for t in joinable)))
+
+    def may_match(self, name: str) -> bool:
+        return any(lit in name for lit in self.literals) or any(r.search(name) for r in self.regexes)
+
+
+_SPECIAL = set("\\.^$*+?{}[]|()")
+
+
+def _required_literal(text: str) -> str | None:
+    """Text every match of the regex `text` contains: its leading run of plain characters after an
+    optional `(^|/)` or `^`, or None when there is none or a top-level `|` makes it optional."""
+    depth, i = 0, 0
+    while i < len(text):  # a top-level alternative need not contain the leading run
+        char = text[i]
+        if char == "\\":
+            i += 1  # an escaped character is plain
+        elif char == "[":
+            i = text.find("]", i + 2)  # a class; `]` right after `[` is a member
+            if i < 0:
+                return None
+        elif char in "()":
+            depth += 1 if char == "(" else -1
+        elif char == "|" and depth == 0:
+            return None
+        i += 1
+    body = text.removeprefix("(^|/)").removeprefix("^")
+    run = ""
+    for i, char in enumerate(body):
+        if char in _SPECIAL:
+            if char in "*?{" or body[i:].startswith("+?"):
+                run = run[:-1]  # the character before a quantifier may be missing or repeated
+            break
+        run += char
+    return run or None
 
 
 def _cell_rule(raw: dict, common: dict, params: Mapping[str, Param]) -> CellRule:

@@ -1,0 +1,51 @@
+"""The quick test rename rules use to skip names: it may let through a name no pattern matches,
+but never stops one that some pattern does (that name would silently keep its old name)."""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ckptmap.rules.schema import NameFilter, _required_literal
+
+FRAGMENTS = ["a", "b", "/", "_", "(^|/)", "^", "$", "(a|b)", "a|b", "b?", "a*", "a+", "a+?", "[ab]",
+             "[|]", r"\(", r"\d", "(?=a)", "(?:b|/)", ".", "x{2}", "(a)", r"\1", "(?i)"]  # fmt: skip
+
+
+@given(
+    st.lists(
+        st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=6).map("".join), min_size=1, max_size=4
+    ),
+    st.lists(st.text(alphabet="ab/_(|)x1", max_size=12), min_size=1, max_size=20),
+)
+@settings(max_examples=300, deadline=None, database=None, derandomize=True)
+def test_a_name_some_pattern_matches_is_never_filtered_out(texts: list[str], names: list[str]) -> None:
+    patterns = []
+    for text in texts:
+        try:
+            patterns.append(re.compile(text))
+        except re.error:
+            continue
+    quick = NameFilter(patterns)
+    for name in names:
+        if any(p.search(name) for p in patterns):
+            assert quick.may_match(name), (texts, name)
+
+
+def test_literals_of_the_patterns_mappings_use() -> None:
+    assert _required_literal(r"(^|/)GRUCell/Gates/Linear/Matrix$") == "GRUCell/Gates/Linear/Matrix"
+    assert _required_literal(r"(^|/)MultiRNNCell/Cell(\d+)/(?=x)") == "MultiRNNCell/Cell"
+    assert _required_literal(r"^rnn/cell_(\d+)/kernel$") == "rnn/cell_"
+    assert _required_literal("ab?c") == "a"  # b may be missing
+    assert _required_literal("a|bc") is None  # either side alone matches
+    assert _required_literal(r"[|]ab") is None
+
+
+def test_names_no_pattern_matches_are_filtered_out() -> None:
+    quick = NameFilter(
+        [re.compile(r"(^|/)BasicLSTMCell/Linear/Matrix$"), re.compile(r"(^|/)RNN/(?=lstm_cell/)")]
+    )
+    assert not quick.may_match("block_0/dense_0/kernel")
+    assert quick.may_match("RNN/lstm_cell/kernel")
