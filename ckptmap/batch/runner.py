@@ -23,6 +23,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
+from .. import parallel
 from .manifest import Job
 from .worker import CANCELLED, FAILED, INTERRUPTED, JobResult, init_worker, one_line, work
 
@@ -102,7 +103,11 @@ class _Runner:
         events, stop = ctx.Queue(), ctx.Event()
         self.workers, self.size = set(), min(workers, len(jobs))
         pool = ProcessPoolExecutor(
-            self.size, mp_context=ctx, initializer=init_worker, initargs=(events, stop)
+            self.size,
+            mp_context=ctx,
+            initializer=init_worker,
+            # The cores are shared among the workers: each one's threads (ckptmap.parallel) get a part.
+            initargs=(events, stop, max(1, parallel.workers() // self.size)),
         )
         # Workers start with Ctrl-C ignored (inherited through exec) until init_worker installs their
         # handler: a SIGINT during a worker's start-up imports would otherwise print its traceback.

@@ -50,10 +50,12 @@ _running = False
 _interrupted = False
 
 
-def init_worker(events: Any, stop: Any) -> None:
-    """The pool's initializer: keep the parent's queue and stop event, take over Ctrl-C."""
+def init_worker(events: Any, stop: Any, threads: int) -> None:
+    """The pool's initializer: keep the parent's queue and stop event, take over Ctrl-C, use
+    `threads` threads for the byte-heavy steps (unless CKPTMAP_THREADS says otherwise)."""
     global _events, _stop_event
     _events, _stop_event = events, stop
+    os.environ.setdefault("CKPTMAP_THREADS", str(threads))
     signal.signal(signal.SIGINT, _on_sigint)
     send("worker", "", os.getpid())
 

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .. import dtypes
+from .. import dtypes, parallel
 from ..atomic import AtomicFiles
 from ..errors import CkptmapError, FormatError, UnsupportedError, WriteError
 from ..tree import Checkpoint, TensorEntry
@@ -37,7 +37,6 @@ from .torch_select import select
 ALIGNMENT = 64  # torch.utils.serialization.config.save.storage_alignment
 _U32 = 0xFFFFFFFF  # the zip "see the zip64 extra field" marker
 _ZIP64_AT = _U32  # sizes and offsets from here on need zip64 (miniz: >= MZ_UINT32_MAX)
-_CHUNK = 1 << 20  # data is written chunk by chunk right after its CRC, while still in cache
 # dtypes torch saves as UntypedStorage + dtype via _rebuild_tensor_v3 (torch/storage.py `_new_dtypes`).
 _V3_DTYPES = ("uint16", "uint32", "uint64")
 # Members torch would store but a hand-made zip compressed: refuse what inflates like a bomb (as
@@ -164,7 +163,7 @@ class _Archive:
         name_len, extra_len = struct.unpack("<HH", header[26:30])
         data = self._map.read(info.header_offset + 30 + name_len + extra_len, info.file_size)
         # torch writes CRC 0 when torch.utils.serialization.config.save.compute_crc32 is off.
-        if info.filename not in self._verified and info.CRC and zlib.crc32(data) != info.CRC:
+        if info.filename not in self._verified and info.CRC and parallel.crc32(data) != info.CRC:
             raise FormatError(f"{self.path}: checksum mismatch in {info.filename}; the file is damaged.")
         self._verified.add(info.filename)
         return data
@@ -200,18 +199,18 @@ def write(ckpt: Checkpoint, path: Path, *, progress: Callable[[int], None] | Non
         try:
             with open_output(out.temp(path)) as f:
                 zw = _ZipWriter(f, root)
-                zw.add("data.pkl", [pickled])
-                zw.add(".format_version", [b"1"])
-                zw.add(".storage_alignment", [str(ALIGNMENT).encode()])
-                zw.add("byteorder", [b"little"])
+                zw.add("data.pkl", pickled)
+                zw.add(".format_version", b"1")
+                zw.add(".storage_alignment", str(ALIGNMENT).encode())
+                zw.add("byteorder", b"little")
                 for i, entry in enumerate(entries):
                     data = little_endian_bytes(entry)
-                    zw.add(f"data/{i}", [data[j : j + _CHUNK] for j in range(0, len(data), _CHUNK)])
+                    zw.add(f"data/{i}", data)
                     size, data = len(data), None  # one tensor in memory at a time
                     if progress is not None:
                         progress(size)
-                zw.add("version", [b"3\n"])
-                zw.add(".data/serialization_id", [str(secrets.randbits(128)).zfill(40).encode()])
+                zw.add("version", b"3\n")
+                zw.add(".data/serialization_id", str(secrets.randbits(128)).zfill(40).encode())
                 zw.finish()
         except CkptmapError:
             raise
@@ -310,9 +309,9 @@ class _ZipWriter:
         self.f.write(data)
         self.pos += len(data)
 
-    def add(self, name: str, chunks: list[bytes | memoryview]) -> None:
+    def add(self, name: str, data: bytes | memoryview) -> None:
         full = f"{self.root}/{name}".encode()
-        size, offset = sum(len(c) for c in chunks), self.pos
+        size, offset = len(data), self.pos
         big_size, big_offset = size >= _ZIP64_AT, offset >= _ZIP64_AT
         # zip64 extra (APPNOTE 4.5.3): the sizes and/or offset that do not fit in 32 bits.
         z64 = struct.pack("<QQ", size, size) if big_size else b""
@@ -324,10 +323,8 @@ class _ZipWriter:
         local_size = _U32 if big_size else 0
         self._write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 0, flags, 0, 0, 0, 0, local_size, local_size,
                                 len(full), len(extra)) + full + extra)  # fmt: skip
-        crc = 0
-        for chunk in chunks:
-            crc = zlib.crc32(chunk, crc)
-            self._write(chunk)
+        crc = parallel.crc32(data)
+        self._write(data)
         zip64 = big_size or big_offset
         if size:  # torch's `_get_offset` expects 16 bytes here, or 24 for zip64 records
             sizes = struct.pack("<QQ", size, size) if zip64 else struct.pack("<II", size, size)

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .. import dtypes
+from .. import dtypes, parallel
 from ..cells.layouts import GateLayout, permutation
 
 Shape = tuple[int, ...]
@@ -109,7 +109,9 @@ class Concat(Op):
         return tuple(out), types[0]
 
     def apply(self, arrays: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate(arrays, axis=self.axis)
+        if arrays[0].ndim != 2 or _axis(self.axis, 2, "cat") != 1:
+            return np.concatenate(arrays, axis=self.axis)
+        return _side_by_side(arrays)  # [w_ih, w_hh] -> TF's kernel, and the like
 
 
 @dataclass(frozen=True)
@@ -133,14 +135,34 @@ _BLOCK_BYTES = (1024, 256)
 
 
 def _c_order(view: np.ndarray) -> np.ndarray:
-    """`view` copied to C order; a large matrix laid out column-major is copied block by block."""
+    """`view` copied to C order; a large matrix laid out column-major is copied block by block,
+    its rows shared among threads."""
     if view.ndim != 2 or view.nbytes < 1 << 20 or abs(view.strides[0]) >= abs(view.strides[1]):
         return np.ascontiguousarray(view)
     rows, cols = (max(1, n // view.itemsize) for n in _BLOCK_BYTES)
     out = np.empty(view.shape, view.dtype)
-    for i in range(0, view.shape[0], rows):
-        for j in range(0, view.shape[1], cols):
-            out[i : i + rows, j : j + cols] = view[i : i + rows, j : j + cols]
+
+    def copy(start: int, stop: int) -> None:
+        for i in range(start, stop, rows):
+            end = min(i + rows, stop)
+            for j in range(0, view.shape[1], cols):
+                out[i:end, j : j + cols] = view[i:end, j : j + cols]
+
+    parallel.each(parallel.ranges(view.shape[0], view.nbytes), copy)
+    return out
+
+
+def _side_by_side(blocks: list[np.ndarray]) -> np.ndarray:
+    """The 2-D arrays in `blocks` (equal row counts) concatenated along axis 1, rows shared among
+    threads."""
+    out = np.empty((blocks[0].shape[0], sum(b.shape[1] for b in blocks)), np.result_type(*blocks))
+    starts = np.cumsum([0] + [b.shape[1] for b in blocks])
+
+    def copy(start: int, stop: int) -> None:
+        for block, column in zip(blocks, starts, strict=False):
+            out[start:stop, column : column + block.shape[1]] = block[start:stop]
+
+    parallel.each(parallel.ranges(out.shape[0], out.nbytes), copy)
     return out
 
 
@@ -164,7 +186,10 @@ class Gates(Op):
 
     def apply(self, arrays: list[np.ndarray]) -> np.ndarray:
         blocks = np.split(arrays[0], len(self.source.gates), axis=self.axis)
-        return np.concatenate([blocks[i] for i in permutation(self.source, self.target)], axis=self.axis)
+        ordered = [blocks[i] for i in permutation(self.source, self.target)]
+        if arrays[0].ndim == 2 and _axis(self.axis, 2, "gates") == 1:
+            return _side_by_side(ordered)
+        return np.concatenate(ordered, axis=self.axis)
 
 
 @dataclass(frozen=True)

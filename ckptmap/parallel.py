@@ -1,0 +1,110 @@
+"""The byte-heavy steps of a conversion, spread over the machine's cores.
+
+numpy's copies and zlib's CRC32 release the GIL, so threads run them side by side: a transpose
+split by rows, a CRC32 split into pieces and combined. Memory is not multiplied: threads work on
+parts of the one tensor in flight. `CKPTMAP_THREADS=1` turns it off (batch workers set it when
+their processes already fill the cores).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import threading
+import zlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+_MIN_PART = 8 << 20  # bytes; below this, handing work to a thread costs more than it saves
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def workers() -> int:
+    """Threads to use: `CKPTMAP_THREADS`, else the CPUs this process may run on."""
+    configured = os.environ.get("CKPTMAP_THREADS", "")
+    if configured.isdigit() and int(configured) > 0:
+        return int(configured)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max(1, workers() - 1), thread_name_prefix="ckptmap")
+        return _pool
+
+
+def ranges(total: int, nbytes: int) -> list[tuple[int, int]]:
+    """[start, stop) parts of range(total), one per worker, or one part when `nbytes` is small."""
+    parts = min(workers(), max(1, nbytes // _MIN_PART), total) if total else 1
+    bounds = [total * k // parts for k in range(parts + 1)]
+    return list(itertools.pairwise(bounds))
+
+
+def each(parts: Sequence[tuple[int, int]], work: Callable[[int, int], None]) -> None:
+    """Run `work(start, stop)` for every part: the first in this thread, the others in the pool."""
+    if len(parts) == 1:
+        work(*parts[0])
+        return
+    futures = [_executor().submit(work, *part) for part in parts[1:]]
+    try:
+        work(*parts[0])
+    finally:
+        for future in futures:
+            future.result()  # re-raises a worker's exception here
+
+
+def crc32(data: memoryview | bytes, value: int = 0) -> int:
+    """`zlib.crc32(data, value)`, computed in pieces on several threads and combined."""
+    view = memoryview(data).cast("B")
+    parts = ranges(len(view), len(view))
+    if len(parts) == 1:
+        return zlib.crc32(view, value)
+    crcs: dict[int, int] = {}
+
+    def piece(start: int, stop: int) -> None:
+        crcs[start] = zlib.crc32(view[start:stop])
+
+    each(parts, piece)
+    for start, stop in parts:
+        value = crc32_combine(value, crcs[start], stop - start)
+    return value
+
+
+def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
+    """The CRC32 of A + B from crc1 = CRC32(A), crc2 = CRC32(B) and len(B), as zlib's
+    crc32_combine (zlib/crc32.c, the GF(2) matrix version), which Python's zlib does not export:
+    crc1 is advanced over len2 zero bytes, one operator per set bit of len2."""
+    bit = 0
+    while len2 > 0:
+        if len2 & 1:
+            crc1 = _times(_zero_bytes_operator(bit), crc1)
+        len2 >>= 1
+        bit += 1
+    return crc1 ^ crc2
+
+
+@functools.cache
+def _zero_bytes_operator(k: int) -> tuple[int, ...]:
+    """The 32x32 GF(2) matrix (one int per column) that advances a CRC32 over 2**k zero bytes."""
+    if k == 0:
+        one_bit = [0xEDB88320] + [1 << n for n in range(31)]  # the reflected polynomial, shifted
+        return _square(_square(_square(one_bit)))  # 2, 4, then 8 zero bits
+    return _square(_zero_bytes_operator(k - 1))
+
+
+def _times(matrix: Sequence[int], vector: int) -> int:
+    total, row = 0, 0
+    while vector:
+        if vector & 1:
+            total ^= matrix[row]
+        vector >>= 1
+        row += 1
+    return total
+
+
+def _square(matrix: Sequence[int]) -> tuple[int, ...]:
+    return tuple(_times(matrix, matrix[n]) for n in range(32))
