@@ -46,7 +46,13 @@ def test_a_worker_exception_reaches_the_caller() -> None:
 
 def test_big_transposes_reorders_and_concatenations_match_numpy() -> None:
     x = np.random.default_rng(0).standard_normal((1024, 4096)).astype(np.float32)  # 16 MB: 2 parts
-    assert np.array_equal(ops.Transpose().apply([x]), x.T)
+    transposed = ops.c_order(ops.Transpose().apply([x]))
+    assert transposed.flags.c_contiguous and np.array_equal(transposed, x.T)
+    tf_kernel = ops.Gates(layout("torch.lstm"), layout("tf1.lstm")).apply(
+        [ops.Transpose().apply([x.T.copy()])]
+    )
+    i, f, g, o = np.split(x, 4, axis=1)  # x.T.copy() transposed back is x; torch i f g o -> TF i g f o
+    assert tf_kernel.flags.c_contiguous and np.array_equal(tf_kernel, np.concatenate([i, g, f, o], axis=1))
     i, j, f, o = np.split(x, 4, axis=1)
     reordered = ops.Gates(layout("tf1.lstm"), layout("torch.lstm")).apply([x])
     assert np.array_equal(reordered, np.concatenate([i, f, j, o], axis=1))

@@ -23,7 +23,7 @@ from ..cells.recognize import family, find_in_entries
 from ..errors import MappingError
 from ..tree import Checkpoint, TensorEntry
 from .expr import ExprError, Node, OpNode, SourceNode
-from .ops import Zeros
+from .ops import Zeros, c_order
 from .plan import Approximation, Plan, PlannedTensor
 from .schema import CellRule, MappingSpec, MatchRule, RenameRule, Rule
 from .template import TemplateError
@@ -317,7 +317,9 @@ def _key(t: _Target) -> str:
 
 
 def _loader(node: Node) -> Callable[[], np.ndarray]:
-    return node.compute
+    if isinstance(node, SourceNode):
+        return node.compute
+    return lambda: c_order(node.compute())  # ops may hand out views (a transpose); writers want C order
 
 
 def _origin(t: _Target) -> str:

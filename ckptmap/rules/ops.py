@@ -126,7 +126,9 @@ class Transpose(Op):
         return tuple(shape[p] for p in perm), types[0]
 
     def apply(self, arrays: list[np.ndarray]) -> np.ndarray:
-        return _c_order(np.transpose(arrays[0], self.perm))
+        # A view: the op that consumes it, or `c_order` on the finished tensor, copies it once
+        # (`x | T | gates(...)` reorders and transposes in one pass).
+        return np.transpose(arrays[0], self.perm)
 
 
 # Output blocks that read 1 KiB runs of the source and write 256-byte runs, so both sides stay
@@ -134,33 +136,43 @@ class Transpose(Op):
 _BLOCK_BYTES = (1024, 256)
 
 
-def _c_order(view: np.ndarray) -> np.ndarray:
-    """`view` copied to C order; a large matrix laid out column-major is copied block by block,
-    its rows shared among threads."""
-    if view.ndim != 2 or view.nbytes < 1 << 20 or abs(view.strides[0]) >= abs(view.strides[1]):
-        return np.ascontiguousarray(view)
-    rows, cols = (max(1, n // view.itemsize) for n in _BLOCK_BYTES)
-    out = np.empty(view.shape, view.dtype)
-
-    def copy(start: int, stop: int) -> None:
-        for i in range(start, stop, rows):
-            end = min(i + rows, stop)
-            for j in range(0, view.shape[1], cols):
-                out[i:end, j : j + cols] = view[i:end, j : j + cols]
-
-    parallel.each(parallel.ranges(view.shape[0], view.nbytes), copy)
+def c_order(array: np.ndarray) -> np.ndarray:
+    """`array` in C order (a finished target tensor), copied only if it is not; a large matrix laid
+    out column-major (a transpose) is copied block by block, its rows shared among threads."""
+    if array.flags.c_contiguous:
+        return array
+    if not _column_major(array):
+        return np.ascontiguousarray(array)
+    out = np.empty(array.shape, array.dtype)
+    parallel.each(parallel.ranges(out.shape[0], out.nbytes), lambda a, b: _copy_rows(out, array, a, b))
     return out
+
+
+def _column_major(array: np.ndarray) -> bool:
+    return array.ndim == 2 and array.nbytes >= 1 << 20 and abs(array.strides[0]) < abs(array.strides[1])
+
+
+def _copy_rows(out: np.ndarray, source: np.ndarray, start: int, stop: int) -> None:
+    """out[start:stop] = source[start:stop], in cache-sized blocks when `source` is column-major."""
+    if not _column_major(source):
+        out[start:stop] = source[start:stop]
+        return
+    rows, cols = (max(1, n // source.itemsize) for n in _BLOCK_BYTES)
+    for i in range(start, stop, rows):
+        end = min(i + rows, stop)
+        for j in range(0, source.shape[1], cols):
+            out[i:end, j : j + cols] = source[i:end, j : j + cols]
 
 
 def _side_by_side(blocks: list[np.ndarray]) -> np.ndarray:
     """The 2-D arrays in `blocks` (equal row counts) concatenated along axis 1, rows shared among
-    threads."""
+    threads; transposed blocks are transposed on the way."""
     out = np.empty((blocks[0].shape[0], sum(b.shape[1] for b in blocks)), np.result_type(*blocks))
     starts = np.cumsum([0] + [b.shape[1] for b in blocks])
 
     def copy(start: int, stop: int) -> None:
         for block, column in zip(blocks, starts, strict=False):
-            out[start:stop, column : column + block.shape[1]] = block[start:stop]
+            _copy_rows(out[:, column : column + block.shape[1]], block, start, stop)
 
     parallel.each(parallel.ranges(out.shape[0], out.nbytes), copy)
     return out
