@@ -30,19 +30,25 @@ def recognize(ckpt: Checkpoint, *, partial: bool = False) -> list[Recognized]:
 
     `partial` also finds cells that lack some tensors, to say what they lack.
     """
-    found = [Recognized(rnn, ckpt, {n: n for n in rnn.tensor_names})
-             for rnn in find_in_entries(ckpt.entries, partial=partial)]  # fmt: skip
-    legacy = load_mapping("tf1-legacy-names") if ckpt.format in ("tf", "tf-v1") else None
-    if legacy is not None and not legacy.renames_nothing_in(ckpt.entries):
-        renamed, plan = legacy.run(ckpt)
-        origin = {t.name: t.sources[0] for t in plan.targets}
-        for rnn in find_in_entries(renamed.entries, partial=partial):
-            if not set(rnn.tensor_names) <= set(ckpt.entries):
-                found.append(Recognized(rnn, renamed, {n: origin[n] for n in rnn.tensor_names}, legacy=True))
-    return found
+    rnns = find_in_entries(ckpt.entries, partial=True) if partial else ckpt.rnns
+    found = [Recognized(rnn, ckpt, {n: n for n in rnn.tensor_names}) for rnn in rnns]
+    return found + _legacy(ckpt, partial)
 
 
 def legacy_rnns(ckpt: Checkpoint) -> list[RNN]:
     """RNNs whose variables still carry TF <= 1.1 names; their tensor names are the modern ones.
     `tf1-to-torch` renames on its own; a TF checkpoint gets modern names with `tf1-legacy-names`."""
-    return [r.rnn for r in recognize(ckpt) if r.legacy]
+    return [r.rnn for r in _legacy(ckpt, partial=False)]
+
+
+def _legacy(ckpt: Checkpoint, partial: bool) -> list[Recognized]:
+    legacy = load_mapping("tf1-legacy-names") if ckpt.format in ("tf", "tf-v1") else None
+    if legacy is None or legacy.renames_nothing_in(ckpt.entries):
+        return []
+    renamed, plan = legacy.run(ckpt)
+    origin = {t.name: t.sources[0] for t in plan.targets}
+    return [
+        Recognized(rnn, renamed, {n: origin[n] for n in rnn.tensor_names}, legacy=True)
+        for rnn in find_in_entries(renamed.entries, partial=partial)
+        if not set(rnn.tensor_names) <= set(ckpt.entries)
+    ]

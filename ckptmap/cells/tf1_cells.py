@@ -62,11 +62,20 @@ _BY_SCOPE = {c.scope_name: c for c in CELLS}
 _LSTM = _BY_SCOPE["lstm_cell"]
 _PEEPHOLES = ("w_f_diag", "w_i_diag", "w_o_diag")
 _CELL_K = re.compile(r"cell_(\d+)")
-# Variable leaf name ("kernel") -> (cell, path under its scope) that end in it: a checkpoint's
-# names are looked up, not compared with every path of every cell.
-_BY_LEAF: dict[str, list[tuple[TF1Cell, str]]] = {}
-for _cell, _path in ((c, p) for c in CELLS for p in (*c.members.values(), *c.optional.values())):
-    _BY_LEAF.setdefault(_path.rpartition("/")[2], []).append((_cell, _path))
+
+
+# The last two parts of a member's name ("lstm_cell", "kernel"; "gates", "kernel") -> the cells and
+# paths it can be: a checkpoint's names are looked up, not compared with every path of every cell.
+def _by_tail() -> dict[tuple[str, str], list[tuple[TF1Cell, str]]]:
+    table: dict[tuple[str, str], list[tuple[TF1Cell, str]]] = {}
+    for cell in CELLS:
+        for path in (*cell.members.values(), *cell.optional.values()):
+            parts = [cell.scope_name, *path.split("/")]
+            table.setdefault((parts[-2], parts[-1]), []).append((cell, path))
+    return table
+
+
+_BY_TAIL = _by_tail()
 
 
 @dataclass(frozen=True)
@@ -156,16 +165,15 @@ def _default_spec(kind: str) -> TF1Cell:
 def _find_cells(entries: Mapping[str, TensorEntry], partial: bool) -> list[_Found]:
     candidates: dict[str, TF1Cell] = {}
     for name in entries:
-        for spec, path in _BY_LEAF.get(name.rpartition("/")[2], ()):
-            if not name.endswith("/" + path):
-                continue
+        head, _, leaf = name.rpartition("/")
+        parent = head.rpartition("/")[2]
+        for spec, path in _BY_TAIL.get((parent, leaf), ()):
             scope = name[: -len(path) - 1]
-            leaf = scope.rpartition("/")[2]
-            if leaf == spec.scope_name:
+            if name.endswith("/" + path) and scope.rpartition("/")[2] == spec.scope_name:
                 candidates.setdefault(scope, spec)
-            elif path in _PEEPHOLES and leaf not in _BY_SCOPE:
-                # A peephole LSTMCell built with a custom name (`LSTMCell(name="cell_1")`).
-                candidates.setdefault(scope, _LSTM)
+        if leaf in _PEEPHOLES and head and parent not in _BY_SCOPE:
+            # A peephole LSTMCell built with a custom name (`LSTMCell(name="cell_1")`).
+            candidates.setdefault(head, _LSTM)
     found = []
     for scope, spec in candidates.items():
         cell = _measure(scope, spec, entries, partial)

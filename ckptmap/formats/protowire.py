@@ -81,7 +81,8 @@ def iter_fields(buf: bytes | memoryview) -> Iterator[tuple[int, int, int | memor
                 raise WireError("truncated fixed32")
             value, pos = struct.unpack_from("<I", view, pos)[0], pos + 4
         elif wire == LEN:
-            length, pos = read_varint(view, pos)
+            length = data[pos] if pos < end else 0x80
+            length, pos = (length, pos + 1) if length < 0x80 else read_varint(data, pos)
             if pos + length > end:
                 raise WireError("length-delimited field runs past the end")
             value, pos = view[pos : pos + length], pos + length
@@ -173,6 +174,9 @@ def decode_shape(buf: memoryview) -> tuple[int, ...]:
         if number == 2:
             if not isinstance(value, memoryview):
                 raise WireError("field 2 should be a message")
+            if len(value) == 2 and value[0] == 0x08 and value[1] < 0x80:  # Dim{size: n < 128}
+                dims.append(value[1])
+                continue
             size = 0
             for dim_number, _, dim_value in iter_fields(value):
                 if dim_number == 1:

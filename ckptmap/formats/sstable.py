@@ -92,14 +92,22 @@ def _block_entries(block: memoryview) -> Iterator[tuple[bytes, memoryview]]:
     limit = len(block) - 4 - 4 * num_restarts
     if limit < 0:
         raise WireError("bad restart count")
+    data = bytes(block[:limit])  # indexes several times faster than the memoryview (blocks are KBs)
     pos, key = 0, b""
     while pos < limit:
-        shared, pos = read_varint(block, pos)
-        non_shared, pos = read_varint(block, pos)
-        value_length, pos = read_varint(block, pos)
+        lengths = []
+        for _ in range(3):  # shared, non_shared, value_length; one byte each but in huge tables
+            byte = data[pos] if pos < limit else 0x80  # past the end: read_varint says truncated
+            if byte < 0x80:
+                lengths.append(byte)
+                pos += 1
+            else:
+                value, pos = read_varint(data, pos)
+                lengths.append(value)
+        shared, non_shared, value_length = lengths
         if shared > len(key) or pos + non_shared + value_length > limit:
             raise WireError("corrupted block entry")
-        key = key[:shared] + bytes(block[pos : pos + non_shared])
+        key = key[:shared] + data[pos : pos + non_shared]
         pos += non_shared
         yield key, block[pos : pos + value_length]
         pos += value_length

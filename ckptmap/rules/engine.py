@@ -74,7 +74,8 @@ def renames_nothing(spec: MappingSpec, names: Iterable[str]) -> bool:
     rules = spec.rules
     if not all(isinstance(r, RenameRule) and r.names is not None for r in rules):
         return False
-    return not any(r.names.may_match(name) for name in names for r in rules)  # type: ignore[union-attr]
+    names = list(names)
+    return not any(r.names.may_match_any(names) for r in rules)  # type: ignore[union-attr]
 
 
 class _Run:

@@ -17,7 +17,7 @@ regex does not have; the message names the rule and its line.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,7 +114,7 @@ class _LineDict(dict):  # type: ignore[type-arg]
     key_lines: dict[Any, int]
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(yaml.SafeLoader):  # not libyaml's: its errors do not name the character (a tab)
     pass
 
 
@@ -340,40 +340,60 @@ class NameFilter:
         self.regexes = [re.compile(t) for t in rest if t not in joinable]
         if joinable:
             self.regexes.append(re.compile("|".join(f"(?:{t})" for t in joinable)))
+        # Searched over all names joined by newlines, with ^ and $ at each line, a pattern finds
+        # every name it would find alone (and maybe matches across two, which only costs a full
+        # run). Not so for \A, \Z or negative lookarounds, which see the newline; those go name by name.
+        lines = [t for t in joinable if not re.search(r"\\[AZz]|\(\?<?!", t)]
+        self._by_name = [re.compile(t) for t in rest if t not in lines]
+        self._over_lines = re.compile("|".join(f"(?:{t})" for t in lines), re.MULTILINE) if lines else None
 
     def may_match(self, name: str) -> bool:
         return any(lit in name for lit in self.literals) or any(r.search(name) for r in self.regexes)
+
+    def may_match_any(self, names: Sequence[str]) -> bool:
+        """Whether `may_match` holds for some of `names`, tested on all of them at once."""
+        if any("\n" in name for name in names):  # then lines are not names
+            return any(self.may_match(name) for name in names)
+        text = "\n".join(names)
+        return (
+            any(lit in text for lit in self.literals)  # found within one name (or across two: harmless)
+            or (self._over_lines is not None and self._over_lines.search(text) is not None)
+            or any(r.search(name) for r in self._by_name for name in names)
+        )
 
 
 _SPECIAL = set("\\.^$*+?{}[]|()")
 
 
 def _required_literal(text: str) -> str | None:
-    """Text every match of the regex `text` contains: its leading run of plain characters after an
-    optional `(^|/)` or `^`, or None when there is none or a top-level `|` makes it optional."""
-    depth, i = 0, 0
-    while i < len(text):  # a top-level alternative need not contain the leading run
+    """Text every match of the regex `text` contains: its longest run of plain characters outside
+    any group ("/weights" in `(^|/)(a|b)/weights$`), or None when there is none or a top-level `|`
+    makes every part optional."""
+    runs, run, depth, i = [], "", 0, 0
+    while i < len(text):
         char = text[i]
+        if depth == 0 and char not in _SPECIAL:
+            run += char
+            i += 1
+            continue
+        if char in "*?{" and depth == 0:
+            run = run[:-1]  # the character before a quantifier may be missing
+        runs.append(run)
+        run = ""
         if char == "\\":
-            i += 1  # an escaped character is plain
+            i += 1  # an escaped character: not plain, and not special
         elif char == "[":
             i = text.find("]", i + 2)  # a class; `]` right after `[` is a member
             if i < 0:
                 return None
+        elif char == "{" and depth == 0:
+            i = max(i, text.find("}", i))  # a repeat count is not text to look for
         elif char in "()":
             depth += 1 if char == "(" else -1
         elif char == "|" and depth == 0:
             return None
         i += 1
-    body = text.removeprefix("(^|/)").removeprefix("^")
-    run = ""
-    for i, char in enumerate(body):
-        if char in _SPECIAL:
-            if char in "*?{" or body[i:].startswith("+?"):
-                run = run[:-1]  # the character before a quantifier may be missing or repeated
-            break
-        run += char
-    return run or None
+    return max([*runs, run], key=len) or None
 
 
 def _cell_rule(raw: dict, common: dict, params: Mapping[str, Param]) -> CellRule:

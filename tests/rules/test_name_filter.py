@@ -11,14 +11,15 @@ from hypothesis import strategies as st
 from ckptmap.rules.schema import NameFilter, _required_literal
 
 FRAGMENTS = ["a", "b", "/", "_", "(^|/)", "^", "$", "(a|b)", "a|b", "b?", "a*", "a+", "a+?", "[ab]",
-             "[|]", r"\(", r"\d", "(?=a)", "(?:b|/)", ".", "x{2}", "(a)", r"\1", "(?i)"]  # fmt: skip
+             "[|]", r"\(", r"\d", "(?=a)", "(?:b|/)", ".", "x{2}", "(a)", r"\1", "(?i)", "(?!a)", "(?<!/)",
+             r"\A", r"\Z", r"\b", "[^/]", r"\s"]  # fmt: skip
 
 
 @given(
     st.lists(
         st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=6).map("".join), min_size=1, max_size=4
     ),
-    st.lists(st.text(alphabet="ab/_(|)x1", max_size=12), min_size=1, max_size=20),
+    st.lists(st.text(alphabet="ab/_(|)x1\n", max_size=12), min_size=1, max_size=20),
 )
 @settings(max_examples=300, deadline=None, database=None, derandomize=True)
 def test_a_name_some_pattern_matches_is_never_filtered_out(texts: list[str], names: list[str]) -> None:
@@ -32,6 +33,7 @@ def test_a_name_some_pattern_matches_is_never_filtered_out(texts: list[str], nam
     for name in names:
         if any(p.search(name) for p in patterns):
             assert quick.may_match(name), (texts, name)
+            assert quick.may_match_any([*names[:3], name]), (texts, name)  # all names as one text
 
 
 def test_literals_of_the_patterns_mappings_use() -> None:
@@ -40,7 +42,9 @@ def test_literals_of_the_patterns_mappings_use() -> None:
     assert _required_literal(r"^rnn/cell_(\d+)/kernel$") == "rnn/cell_"
     assert _required_literal("ab?c") == "a"  # b may be missing
     assert _required_literal("a|bc") is None  # either side alone matches
-    assert _required_literal(r"[|]ab") is None
+    assert _required_literal(r"[|]ab") == "ab"  # the class is one character, the rest is required
+    assert _required_literal(r"(^|/)(a_wrapper|b_wrapper)/weights$") == "/weights"
+    assert _required_literal("x{2}y") == "y"
 
 
 def test_names_no_pattern_matches_are_filtered_out() -> None:
