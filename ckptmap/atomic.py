@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from . import parallel
 from .errors import CkptmapError, WriteError
 
 
@@ -33,6 +34,8 @@ class AtomicFiles:
         self._created_dirs: list[Path] = []
 
     def __enter__(self) -> AtomicFiles:
+        self._checks = parallel.checks_deferred()  # sources may be verified while being copied
+        self._checks.__enter__()
         for final in self.finals:
             self._make_parents(final.parent)
             self._temps[final] = final.parent / f".{final.name}.ckptmap-{secrets.token_hex(4)}.tmp"
@@ -44,6 +47,14 @@ class AtomicFiles:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        try:
+            if exc_type is None:
+                parallel.settle_checks()  # a source that failed its check makes no output
+        except BaseException:
+            self._checks.__exit__(None, None, None)
+            self._cleanup()
+            raise
+        self._checks.__exit__(None, None, None)
         if exc_type is None:
             try:
                 self._commit()

@@ -1,23 +1,27 @@
 """The byte-heavy steps of a conversion, spread over the machine's cores.
 
 numpy's copies and zlib's CRC32 release the GIL, so threads run them side by side: a transpose
-split by rows, a CRC32 split into pieces and combined. Memory is not multiplied: threads work on
-parts of the one tensor in flight. `CKPTMAP_THREADS=1` turns it off (batch workers set it when
-their processes already fill the cores).
+split by rows, a CRC32 split into pieces and combined, a source's checksum verified while its
+bytes are being written. Memory is not multiplied: threads work on the one tensor in flight.
+`CKPTMAP_THREADS=1` turns it off (batch workers set it when their processes already fill the
+cores).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import itertools
 import os
 import threading
 import zlib
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 _MIN_PART = 8 << 20  # bytes; below this, handing work to a thread costs more than it saves
 _pool: ThreadPoolExecutor | None = None
+_PREFIX = "ckptmap-worker"
 _pool_lock = threading.Lock()
 
 
@@ -33,7 +37,7 @@ def _executor() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max(1, workers() - 1), thread_name_prefix="ckptmap")
+            _pool = ThreadPoolExecutor(max(1, workers() - 1), thread_name_prefix=_PREFIX)
         return _pool
 
 
@@ -46,8 +50,9 @@ def ranges(total: int, nbytes: int) -> list[tuple[int, int]]:
 
 def each(parts: Sequence[tuple[int, int]], work: Callable[[int, int], None]) -> None:
     """Run `work(start, stop)` for every part: the first in this thread, the others in the pool."""
-    if len(parts) == 1:
-        work(*parts[0])
+    if len(parts) == 1 or threading.current_thread().name.startswith(_PREFIX):
+        for part in parts:  # one part, or already on a pool thread, which must not wait on the pool
+            work(*part)
         return
     futures = [_executor().submit(work, *part) for part in parts[1:]]
     try:
@@ -108,3 +113,44 @@ def _times(matrix: Sequence[int], vector: int) -> int:
 
 def _square(matrix: Sequence[int]) -> tuple[int, ...]:
     return tuple(_times(matrix, matrix[n]) for n in range(32))
+
+
+# --- checks that finish while the output is written ------------------------------------------
+
+_deferred: contextvars.ContextVar[list[Future[None]] | None] = contextvars.ContextVar(
+    "ckptmap_deferred_checks", default=None
+)
+
+
+@contextlib.contextmanager
+def checks_deferred() -> Iterator[None]:
+    """Inside, `check` may run a source's integrity check beside the writing of its data (the
+    output is not final until `settle_checks`, which AtomicFiles calls before moving it into place).
+    Outside, checks run at once, so nothing unchecked is ever handed to a caller that keeps it."""
+    token = _deferred.set([])
+    try:
+        yield
+    finally:
+        pending = _deferred.get() or []
+        _deferred.reset(token)
+        for future in pending:  # an error already on its way out wins; these only read
+            future.exception()
+
+
+def check(run: Callable[[], None]) -> None:
+    """`run()` now, or, inside `checks_deferred`, on another thread while this one goes on. One
+    check at a time: the one before is finished first, so no more than one tensor's source is
+    held for it."""
+    pending = _deferred.get()
+    if pending is None or workers() < 2:
+        run()
+        return
+    settle_checks()
+    pending.append(_executor().submit(run))
+
+
+def settle_checks() -> None:
+    """Wait for the deferred checks; the first that failed raises its error here."""
+    pending = _deferred.get() or []
+    while pending:
+        pending.pop(0).result()

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+import ckptmap
 from ckptmap.errors import CkptmapError, FormatError, UnsupportedError
 from ckptmap.formats import torch_legacy, torch_zip
 from ckptmap.tree import Checkpoint, TensorEntry
@@ -288,6 +289,25 @@ def test_damaged_storage_bytes_fail_the_checksum(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(FormatError, match=r"checksum mismatch in g/data/0"):
         read_all(path)
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+@pytest.mark.parametrize("to", ["out.safetensors", "out.pt", "tf/model.ckpt"])
+def test_a_checksum_checked_while_writing_still_stops_the_output(tmp_path, monkeypatch, threads, to) -> None:
+    """While converting, a storage's CRC32 is checked beside the writing of its bytes (with more
+    than one thread); a mismatch must still fail the run and leave nothing behind."""
+    monkeypatch.setenv("CKPTMAP_THREADS", threads)
+    path = tmp_path / "big.pt"
+    torch.save({"w": torch.arange(1 << 20, dtype=torch.float32), "b": torch.ones(3)}, path)
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("big/data/0")
+    data = bytearray(path.read_bytes())
+    extra_len = int.from_bytes(data[info.header_offset + 28 : info.header_offset + 30], "little")
+    data[info.header_offset + 30 + len(info.filename) + extra_len + 12345] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(FormatError, match=r"checksum mismatch in big/data/0"):
+        ckptmap.convert(path, tmp_path / to)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["big.pt"]
 
 
 def test_files_saved_without_checksums_are_read(tmp_path: Path, monkeypatch) -> None:
