@@ -281,14 +281,19 @@ def test_corrupted_bytes_raise_only_ckptmap_errors(tmp_path: Path) -> None:
 
 def test_damaged_storage_bytes_fail_the_checksum(tmp_path: Path) -> None:
     path = small_file(tmp_path)
-    with zipfile.ZipFile(path) as zf:
-        info = zf.getinfo("g/data/0")
-    data = bytearray(path.read_bytes())
-    extra_len = int.from_bytes(data[info.header_offset + 28 : info.header_offset + 30], "little")
-    data[info.header_offset + 30 + len(info.filename) + extra_len + 5] ^= 0xFF
-    path.write_bytes(bytes(data))
+    flip_stored_byte(path, "g/data/0", 5)
     with pytest.raises(FormatError, match=r"checksum mismatch in g/data/0"):
         read_all(path)
+
+
+def flip_stored_byte(path: Path, member: str, at: int) -> None:
+    """Flip bits of byte `at` of a stored zip member's data, leaving its recorded CRC32 as it was."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(member)
+    data = bytearray(path.read_bytes())
+    extra_len = int.from_bytes(data[info.header_offset + 28 : info.header_offset + 30], "little")
+    data[info.header_offset + 30 + len(info.filename) + extra_len + at] ^= 0xFF
+    path.write_bytes(bytes(data))
 
 
 @pytest.mark.parametrize("threads", ["1", "2"])
@@ -299,12 +304,7 @@ def test_a_checksum_checked_while_writing_still_stops_the_output(tmp_path, monke
     monkeypatch.setenv("CKPTMAP_THREADS", threads)
     path = tmp_path / "big.pt"
     torch.save({"w": torch.arange(1 << 20, dtype=torch.float32), "b": torch.ones(3)}, path)
-    with zipfile.ZipFile(path) as zf:
-        info = zf.getinfo("big/data/0")
-    data = bytearray(path.read_bytes())
-    extra_len = int.from_bytes(data[info.header_offset + 28 : info.header_offset + 30], "little")
-    data[info.header_offset + 30 + len(info.filename) + extra_len + 12345] ^= 0x01
-    path.write_bytes(bytes(data))
+    flip_stored_byte(path, "big/data/0", 12345)
     with pytest.raises(FormatError, match=r"checksum mismatch in big/data/0"):
         ckptmap.convert(path, tmp_path / to)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["big.pt"]
