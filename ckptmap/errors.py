@@ -19,7 +19,17 @@ class CkptmapError(Exception):
 
 def _one_line(text: str) -> str:
     # Names quoted from a damaged file may hold line breaks; shown escaped, a message stays one line.
-    return str(text).replace("\r", "\\r").replace("\n", "\\n")
+    return str(text).translate(_ESCAPED_BREAKS)
+
+
+# Every character str.splitlines breaks at, as its escape (\n, \x0b, \u2028, ...).
+_ESCAPED_BREAKS = str.maketrans({c: repr(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})
+
+
+def one_line(text: object) -> str:
+    """Text from a library (an h5py, zipfile or pickle error) for quoting in a message: its runs of
+    whitespace, line breaks included, become single spaces."""
+    return " ".join(str(text).split())
 
 
 class FormatError(CkptmapError, ValueError):

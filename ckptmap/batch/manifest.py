@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .. import api, pipeline
-from ..errors import CkptmapError, RuleError, UsageError
+from .. import api, pipeline, yamldoc
+from ..errors import CkptmapError, UsageError
 from ..formats import registry, tf_paths
-from ..rules import schema
 from ..rules.mapping import Mapping
 from . import paths
 
@@ -71,7 +67,7 @@ def load(path: str | os.PathLike[str]) -> Manifest:
         raise ManifestError(f"{label}: a manifest is a YAML mapping with a 'jobs' list (and 'defaults').")
     _no_unknown(doc, ("defaults", "jobs"), label, "the manifest")
     checker = _Checker(label, manifest.parent)
-    defaults = doc.get("defaults") or schema._LineDict()
+    defaults = doc.get("defaults") or yamldoc.LineDict()
     if not isinstance(defaults, dict):
         raise ManifestError(f"{label}:{doc.key_lines['defaults']}: 'defaults' must be a mapping of options.")
     _no_unknown(defaults, DEFAULT_KEYS, label, "defaults")
@@ -262,53 +258,10 @@ def _read(path: Path, label: str) -> Any:
         raise ManifestError(f"{label}: cannot read the manifest ({e.strerror or e}).") from None
     except UnicodeDecodeError as e:
         raise ManifestError(f"{label}: not UTF-8 text (byte {e.start}); a manifest is YAML.") from None
-    loader = _Loader(text)
     try:
-        node = loader.get_single_node()
-        if node is not None:
-            schema.check_expansion(node)  # aliases that expand to billions of values
-        return loader.construct_document(node) if node is not None else None
-    except _DuplicateKey as e:
-        raise ManifestError(f"{label}:{e.line}: '{e.key}' appears twice in one mapping.") from None
-    except RuleError as e:  # from check_expansion, or a key that is a list or a mapping
-        raise ManifestError(f"{label}: {e}.") from None
-    except RecursionError:
-        raise ManifestError(f"{label}: the YAML nests too deeply.") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{label}:{mark.line + 1}" if mark else label
-        problem = getattr(e, "problem", None) or str(e)
-        raise ManifestError(f"{where}: not valid YAML ({problem}).") from None
-    finally:
-        loader.dispose()
-
-
-class _DuplicateKey(Exception):
-    def __init__(self, line: int, key: Any) -> None:
-        self.line, self.key = line, key
-
-
-class _Loader(schema._Loader):
-    """schema's loader and `_LineDict` (mappings remember their lines); duplicate keys name theirs."""
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> schema._LineDict:
-    result = schema._LineDict()
-    result.line, result.key_lines = node.start_mark.line + 1, {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if not isinstance(key, Hashable):
-            raise RuleError(
-                f"line {key_node.start_mark.line + 1}: a key must be a name, not a {type(key).__name__}"
-            )
-        if key in result:
-            raise _DuplicateKey(key_node.start_mark.line + 1, key)
-        result[key] = loader.construct_object(value_node, deep=True)
-        result.key_lines[key] = key_node.start_mark.line + 1
-    return result
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+        return yamldoc.load(text)
+    except yamldoc.YAMLProblem as e:
+        raise ManifestError(f"{e.where(label)}: {e}.") from None
 
 
 def _no_unknown(doc: dict, allowed: tuple[str, ...], label: str, what: str) -> None:

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import api
+from .. import api, errors
 from ..errors import CkptmapError
 from .manifest import Job
 from .state import Fingerprint, fingerprint
@@ -141,8 +141,8 @@ def send(kind: str, job_id: str, value: int) -> None:
 
 def one_line(error: BaseException) -> str:
     """An exception as the one line the reports show: ckptmap's message, or `Type: message`."""
-    text = " ".join(str(error).split())
+    text = errors.one_line(error)
     if not isinstance(error, CkptmapError):
         text = f"{type(error).__name__}: {text}" if text else type(error).__name__
     hint = getattr(error, "hint", None)
-    return f"{text} Hint: {' '.join(hint.split())}" if hint else text
+    return f"{text} Hint: {errors.one_line(hint)}" if hint else text

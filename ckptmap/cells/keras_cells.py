@@ -18,12 +18,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..errors import MappingError
-from ..formats.keras_names import CELL, DIRECTIONS, RNN_CELL_ROLES
+from ..formats.keras_names import CELL, DIRECTIONS, LAYER_KEYS, RNN_CELL_ROLES
 from ..tree import TensorEntry
+from .layouts import gate_count, kind_with_gates
 from .model import RNN, CellRef, require_layer_stacking
 
-_KINDS = {3: ("gru", "GRU"), 4: ("lstm", "LSTM"), 1: ("rnn", "SimpleRNN")}
-_DEFAULT_NAMES = {"gru": "gru", "lstm": "lstm", "rnn": "simple_rnn"}
+_CELL_TYPES = {"lstm": "LSTM", "gru": "GRU", "rnn": "SimpleRNN"}
 
 
 def find(entries: Mapping[str, TensorEntry], *, partial: bool = False) -> list[RNN]:
@@ -60,7 +60,7 @@ def member_name(target: RNN, layer: int, reverse: bool, role: str) -> str:
 def layer_name(target: RNN, layer: int) -> str:
     if target.cells:  # a Keras RNN kept as Keras keeps its own layer names
         return next(c.scope for c in target.cells if c.layer == layer)
-    base = target.scope or ("bidirectional" if target.bidirectional else _DEFAULT_NAMES[target.kind])
+    base = target.scope or ("bidirectional" if target.bidirectional else LAYER_KEYS[target.kind])
     return base if layer == 0 else f"{base}_{layer}"
 
 
@@ -72,7 +72,7 @@ def implicit(rnn: RNN) -> dict[str, tuple[int, ...]]:
     """A layer built with use_bias=False acts as if its bias were zeros."""
     if rnn.bias:
         return {}
-    width = {"gru": 3, "lstm": 4, "rnn": 1}[rnn.kind] * rnn.units
+    width = gate_count(rnn.kind) * rnn.units
     return {"bias": (2, width) if rnn.reset_after else (width,)}
 
 
@@ -96,7 +96,7 @@ def _layer(
     return RNN(
         framework="keras",
         kind=kind,
-        cell_type=_KINDS_BY_KIND[kind],
+        cell_type=_CELL_TYPES[kind],
         scope=scope,
         input_size=input_size,
         units=units,
@@ -109,9 +109,6 @@ def _layer(
     )
 
 
-_KINDS_BY_KIND = {kind: cell_type for kind, cell_type in _KINDS.values()}
-
-
 def _measure(
     members: dict[str, str], entries: Mapping[str, TensorEntry], partial: bool
 ) -> tuple[str, int, int, bool, bool | None] | None:
@@ -121,9 +118,9 @@ def _measure(
     if len(kernel) != 2 or len(recurrent) != 2 or recurrent[0] == 0 or kernel[1] != recurrent[1]:
         return None
     units = recurrent[0]
-    if recurrent[1] % units or recurrent[1] // units not in _KINDS:
+    kind = kind_with_gates(recurrent[1] // units) if recurrent[1] % units == 0 else None
+    if kind is None:
         return None
-    kind = _KINDS[recurrent[1] // units][0]
     bias = entries[members["bias"]].shape if "bias" in members else None
     reset_after = None
     if kind == "gru":  # without a bias the weights cannot tell; Keras' default (True) is assumed

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 
 from ..errors import MappingError
 from ..tree import TensorEntry
+from .layouts import layout
 from .model import NOTE_UNEVEN, RNN, STACK_LAYERS, STACK_PER_DIRECTION, CellRef
 
 
@@ -296,7 +297,7 @@ def _group_rnn(user_scope: str, form: str, cells: list[tuple[_Place, _Found]]) -
         peepholes=any(r in first.members for r in _PEEPHOLES),
         dtype=first.dtype,
         cell_name=first.scope.rpartition("/")[2],
-        reset_after=False if first.spec.kind == "gru" else None,  # GRUCell resets h before the matmul
+        reset_after=layout(f"tf1.{first.spec.kind}").reset_after,  # GRUCell resets h before the matmul
         cells=refs,
     )
     if any(f.units != first.units or f.proj != first.proj for _, f in cells):

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 from ..errors import MappingError
 from ..tree import TensorEntry
+from .layouts import kind_with_gates, layout
 from .model import NOTE_UNEVEN, RNN, CellRef, require_layer_stacking
 
 ROLES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
@@ -21,7 +22,7 @@ _NAME = re.compile(
     r"(?:(?P<scope>.+)/)?(?P<role>weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(?P<layer>\d+)"
     r"(?P<rev>_reverse)?"
 )
-_KIND_BY_GATES = {4: ("lstm", "nn.LSTM"), 3: ("gru", "nn.GRU"), 1: ("rnn", "nn.RNN")}
+_CELL_TYPES = {"lstm": "nn.LSTM", "gru": "nn.GRU", "rnn": "nn.RNN"}
 
 
 def find(entries: Mapping[str, TensorEntry], *, partial: bool = False) -> list[RNN]:
@@ -79,10 +80,9 @@ def _module(
     units = shape["weight_hr"][1] if proj else shape["weight_hh"][1]
     if units <= 0 or shape["weight_hh"][0] % units:
         return None
-    kind_type = _KIND_BY_GATES.get(shape["weight_hh"][0] // units)
-    if kind_type is None:
+    kind = kind_with_gates(shape["weight_hh"][0] // units)
+    if kind is None:
         return None
-    kind, cell_type = kind_type
     gates = shape["weight_hh"][0]
     has_bias = "bias_ih" in first or (
         partial and any("bias_ih" in c or "bias_hh" in c for c in cells.values())
@@ -106,7 +106,7 @@ def _module(
     return RNN(
         framework="torch",
         kind=kind,
-        cell_type=cell_type,
+        cell_type=_CELL_TYPES[kind],
         scope=scope,
         input_size=refs[0].input_size,
         units=units,
@@ -115,6 +115,6 @@ def _module(
         proj=proj,
         bias=has_bias,
         dtype=entries[first["weight_ih"]].dtype,
-        reset_after=True if kind == "gru" else None,  # nn.GRU: r * (W_hn h + b_hn)
+        reset_after=layout(f"torch.{kind}").reset_after,  # nn.GRU: r * (W_hn h + b_hn)
         cells=tuple(refs),
     )

@@ -84,7 +84,7 @@ def batch(
 
 def render_summary(report: BatchReport) -> list[str]:
     """The table (job, source, destination, status, seconds, size, verify), then failures' messages."""
-    from ..batch import FAILED, SKIPPED
+    from ..batch import CANCELLED, SKIPPED
 
     rows = [("job", "source", "destination", "status", "seconds", "size", "verify")]
     for r in report.results:
@@ -96,14 +96,13 @@ def render_summary(report: BatchReport) -> list[str]:
                 r.job.source_text,
                 r.job.destination_text,
                 r.status,
-                f"{r.seconds:.1f}" if r.status not in (SKIPPED, "cancelled") else "-",
+                f"{r.seconds:.1f}" if r.status not in (SKIPPED, CANCELLED) else "-",
                 render.size(r.size) if r.size else "-",
                 checked,
             )
         )
     lines = render.table(rows, indent="")
-    failed = [r for r in report.results if r.status == FAILED]
-    lines += [f"job {r.job.id} ({r.job.source_text}, line {r.job.line}): {r.error}" for r in failed]
+    lines += [f"job {r.job.id} ({r.job.source_text}, line {r.job.line}): {r.error}" for r in report.failed]
     summary = ", ".join(f"{n} {status}" for status, n in report.counts.items())
     took = "nothing to run" if not report.workers else f"in {report.seconds:.1f} s"
     if report.workers:

@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from ..errors import CkptmapError
+from ..errors import CkptmapError, one_line
 from . import batch_cmd, convert_cmd, diff_cmd, inspect_cmd, mappings_cmd, verify_cmd
 
 app = typer.Typer(
@@ -45,9 +45,9 @@ def main(argv: list[str] | None = None) -> None:
     except CkptmapError as e:
         if debug:
             raise
-        print(f"Error: {_one_line(e)}", file=sys.stderr)
+        print(f"Error: {e}", file=sys.stderr)  # one line already (CkptmapError sees to it)
         if e.hint:
-            print(f"Hint: {_one_line(e.hint)}", file=sys.stderr)
+            print(f"Hint: {e.hint}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)
@@ -56,18 +56,13 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         print(
-            f"Internal error: {type(e).__name__}: {_one_line(e)}. Run again with --debug for the traceback.",
+            f"Internal error: {type(e).__name__}: {one_line(e)}. Run again with --debug for the traceback.",
             file=sys.stderr,
         )
         sys.exit(2)
 
 
 INTERRUPTED = "Interrupted; no output was left behind."
-
-
-def _one_line(message: object) -> str:
-    # Messages are written as one line; text quoted from a file or a library may still break it.
-    return " ".join(str(message).splitlines())
 
 
 def _from_ctrl_c(exc: BaseException) -> bool:

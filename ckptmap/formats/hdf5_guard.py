@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import FormatError
 
-SIGNATURE = b"\x89HDF\r\n\x1a\n"
+SIGNATURE = b"\x89HDF\r\n\x1a\n"  # the superblock signature (HDF5 file format spec, section II.A)
 _COLLECTION = b"GCOL\x01"  # H5HG_MAGIC + H5HG_VERSION
 _ALIGN = 8  # H5HG_ALIGNMENT
 # A declared size above this that exceeds its storage this many times over is refused: no Keras

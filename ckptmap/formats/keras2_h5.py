@@ -28,15 +28,14 @@ import numpy as np
 
 from .. import dtypes, kinds
 from ..atomic import AtomicFiles
-from ..errors import CkptmapError, FormatError, UnsupportedError, WriteError
+from ..errors import CkptmapError, FormatError, UnsupportedError, WriteError, one_line
 from ..tree import Checkpoint, TensorEntry
 from . import keras_names as kn
-from .hdf5_guard import check_dataset, check_global_heaps_in_file, hard_get
+from .hdf5_guard import SIGNATURE, check_dataset, check_global_heaps_in_file, hard_get
 from .keras2_names import INDEX, canonical_names, weight_names
 from .rawio import file_size
 
 FORMAT = "keras2"
-SIGNATURE = b"\x89HDF\r\n\x1a\n"  # HDF5 superblock signature (HDF5 file format spec, section II.A)
 TOP_LEVEL = "top_level_model_weights"  # a model's own variables, outside any layer
 OPTIMIZER_GROUP, OPTIMIZER_PREFIX = "optimizer_weights", "optimizer/"
 # tf-keras only converts weights when keras_version is "1" (preprocess_weights_for_loading); any 2.x works.
@@ -77,7 +76,7 @@ def read(path: Path) -> Checkpoint:
     except CkptmapError:
         raise
     except (OSError, KeyError, ValueError, RuntimeError, TypeError) as e:  # h5py on damaged metadata
-        raise FormatError(f"{path}: damaged Keras HDF5 file ({_one_line(e)}).") from None
+        raise FormatError(f"{path}: damaged Keras HDF5 file ({one_line(e)}).") from None
 
 
 def _index(path: Path, h5: _H5File) -> Checkpoint:
@@ -132,7 +131,7 @@ class _H5File:
             try:
                 self._file = h5py.File(self.path, "r")
             except (OSError, ValueError) as e:
-                raise FormatError(f"{self.path}: not a readable HDF5 file ({_one_line(e)}).") from None
+                raise FormatError(f"{self.path}: not a readable HDF5 file ({one_line(e)}).") from None
         return self._file
 
     def entry(self, name: str, ds: Any, key: str) -> TensorEntry:
@@ -148,7 +147,7 @@ class _H5File:
         try:
             array = np.asarray(self.file()[key][()])
         except (OSError, KeyError, ValueError) as e:
-            raise FormatError(f"{self.path}: cannot read dataset '{key}' ({_one_line(e)}).") from None
+            raise FormatError(f"{self.path}: cannot read dataset '{key}' ({one_line(e)}).") from None
         return array.astype(array.dtype.newbyteorder("="), copy=False)
 
 
@@ -251,7 +250,7 @@ def _h5_for_writing(temp: Path, path: Path) -> Iterator[Any]:
 
 def _write_reason(e: Exception) -> str:
     # h5py's text names the temporary file and a timestamp; the errno says what matters.
-    return os.strerror(e.errno) if isinstance(e, OSError) and e.errno else _one_line(e)
+    return os.strerror(e.errno) if isinstance(e, OSError) and e.errno else one_line(e)
 
 
 Weights = list[tuple[str, TensorEntry]]
@@ -335,7 +334,3 @@ def _save_attr(group: Any, name: str, values: list[str]) -> None:
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes | np.bytes_) else str(value)
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())

@@ -16,6 +16,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from ..cells.layouts import kind_with_gates
 from . import keras_names as kn
 
 INDEX = re.compile(r":\d+$")  # TF's output index on variable names
@@ -24,7 +25,6 @@ _ROLE_RANK = {
     r: i for i, r in enumerate(("kernel", "recurrent_kernel", "bias", "embeddings", "gamma", "beta"))
 }
 _NON_TRAINABLE = ("moving_mean", "moving_variance")  # trainable=False by construction
-_KIND_BY_GATES = {3: "gru", 4: "lstm", 1: "simple_rnn"}
 
 Shape = tuple[int, ...]
 
@@ -104,7 +104,7 @@ def _rnn_kind(shapes: dict[tuple[tuple[str, ...], str], Shape], obj: tuple[str, 
     cell = obj[: obj.index(kn.CELL) + 1] if kn.CELL in obj else (*obj, kn.CELL)
     rk = shapes.get((cell, "recurrent_kernel"), ())
     gates = rk[1] // rk[0] if len(rk) == 2 and rk[0] and rk[1] % rk[0] == 0 else 0
-    return _KIND_BY_GATES.get(gates, "rnn")
+    return kn.LAYER_KEYS.get(kind_with_gates(gates) or "", "rnn")
 
 
 def _keras_part(part: str, kind: str) -> str:

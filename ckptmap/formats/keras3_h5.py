@@ -34,7 +34,7 @@ import numpy as np
 from .. import dtypes
 from ..errors import CkptmapError, FormatError, UnsupportedError
 from ..tree import Checkpoint, TensorEntry
-from .hdf5_guard import check_dataset, check_global_heaps_in_file
+from .hdf5_guard import SIGNATURE, check_dataset, check_global_heaps_in_file, hard_get
 from .keras_names import (
     ATTRIBUTES,
     CELL,
@@ -43,7 +43,6 @@ from .keras_names import (
 )
 from .rawio import file_size
 
-SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # `_layer_checkpoint_dependencies` is what Keras 2.13 wrote instead of `layers` (H5IOStore.get).
 CONTAINERS = ("layers", "_layer_checkpoint_dependencies")
 _MAX_DEPTH = 64  # hard links can make cycles; a real model nests a few levels
@@ -143,7 +142,7 @@ class _Walker:
         if depth > _MAX_DEPTH:
             raise FormatError(f"{self.path}: groups nest deeper than {_MAX_DEPTH} levels at '{group.name}'.")
         for key in sorted(group, key=_natural):
-            child = _child(group, key, self.path)
+            child = hard_get(group, key, self.path)
             if key == "vars" and isinstance(child, h5py.Group):
                 self._vars(child, keys, names, info)
             elif isinstance(child, h5py.Dataset):  # not Keras' own layout, but never drop a tensor
@@ -161,7 +160,7 @@ class _Walker:
         # Model order when a config gives it, else Keras' numbering (`dense`, `dense_1`, `dense_2`, ...).
         rank = {p: i for i, p in enumerate(self.layers)}
         ordered = sorted(group, key=lambda k: (rank.get(f"{where}/{k}", len(rank)), _natural(k)))
-        children = [(k, _child(group, k, self.path)) for k in ordered]
+        children = [(k, hard_get(group, k, self.path)) for k in ordered]
         infos: list[LayerInfo] = []
         for key, child in children:
             stored = _name_attr(child)
@@ -181,7 +180,7 @@ class _Walker:
 
     def _vars(self, group: h5py.Group, keys: tuple[str, ...], names: tuple[str, ...],
               info: LayerInfo | None) -> None:  # fmt: skip
-        items = [(k, _child(group, k, self.path)) for k in sorted(group, key=_natural)]
+        items = [(k, hard_get(group, k, self.path)) for k in sorted(group, key=_natural)]
         datasets = [(k, d) for k, d in items if isinstance(d, h5py.Dataset)]
         if not datasets:
             return
@@ -211,17 +210,6 @@ def _roles(info: LayerInfo | None, shapes: list[tuple[int, ...]], is_cell: bool)
         kept = tuple(r for r in full if r not in gone)
         return kept if config and len(kept) == len(shapes) else None
     return roles_for(class_name, shapes, is_cell=is_cell)
-
-
-def _child(group: h5py.Group, key: str, path: Path) -> h5py.Group | h5py.Dataset:
-    # Keras refuses soft and external links (saving_lib.safe_get_h5_group); so does ckptmap.
-    link = group.get(key, getlink=True)
-    if not isinstance(link, h5py.HardLink):
-        raise FormatError(
-            f"{path}: '{group.name.rstrip('/')}/{key}' is a {type(link).__name__}; "
-            "ckptmap follows no links in Keras files."
-        )
-    return group[key]
 
 
 def _name_attr(group: h5py.Group | h5py.Dataset) -> str | None:

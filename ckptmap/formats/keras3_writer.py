@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import dtypes, kinds
 from ..atomic import AtomicFiles
+from ..cells.layouts import kind_with_gates
 from ..errors import CkptmapError, FormatError, UnsupportedError, WriteError
 from ..tree import Checkpoint, TensorEntry
 from .keras3_h5 import CONTAINERS, one_line
@@ -27,6 +28,7 @@ from .keras_names import (
     CELL,
     CELL_NAMES,
     DIRECTIONS,
+    LAYER_KEYS,
     LAYER_ROLES,
     RNN_CELL_ROLES,
     layer_path,
@@ -34,7 +36,6 @@ from .keras_names import (
 )
 
 _KERNEL_KEYS = {2: "dense", 3: "conv1d", 4: "conv2d", 5: "conv3d"}
-_GATES = {3: "gru", 4: "lstm", 1: "simple_rnn"}
 
 
 @dataclass
@@ -202,7 +203,8 @@ def _cell_kind(cell: _Node) -> str | None:
     if recurrent is None or len(recurrent.shape) != 2 or not recurrent.shape[0]:
         return None
     units, width = recurrent.shape
-    return _GATES.get(width // units) if width % units == 0 else None
+    kind = kind_with_gates(width // units) if width % units == 0 else None
+    return LAYER_KEYS[kind] if kind else None
 
 
 def _group_name(node: _Node, attr: str | None) -> str | None:

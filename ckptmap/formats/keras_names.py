@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..cells.layouts import kind_with_gates
+
 # Object attributes in a path; every other component before the role is a layer (or nested model).
 CELL = "cell"
 DIRECTIONS = ("forward_layer", "backward_layer")
@@ -35,6 +37,8 @@ ATTRIBUTES = frozenset({CELL, *DIRECTIONS})
 RNN_CELL_ROLES = ("kernel", "recurrent_kernel", "bias")
 # The cells' own default names (`GRUCell(name=...)` defaults), as tf-keras writes them in weight names.
 CELL_NAMES = {"gru": "gru_cell", "lstm": "lstm_cell", "simple_rnn": "simple_rnn_cell"}
+# The Keras layer key (snake-case class name) of each cell kind.
+LAYER_KEYS = {"lstm": "lstm", "gru": "gru", "rnn": "simple_rnn"}
 
 # Other common layers, by Keras class name: their variables in creation order.
 LAYER_ROLES: dict[str, tuple[str, ...]] = {
@@ -61,7 +65,7 @@ def rnn_cell_roles(shapes: Sequence[tuple[int, ...]]) -> tuple[str, ...] | None:
     kernel, recurrent = shapes[0], shapes[1]
     if len(kernel) != 2 or len(recurrent) != 2 or kernel[1] != recurrent[1] or recurrent[0] == 0:
         return None
-    if recurrent[1] % recurrent[0] or recurrent[1] // recurrent[0] not in (1, 3, 4):
+    if recurrent[1] % recurrent[0] or kind_with_gates(recurrent[1] // recurrent[0]) is None:
         return None
     if len(shapes) == 3 and shapes[2] not in ((kernel[1],), (2, kernel[1])):
         return None

@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import dtypes
 from ..atomic import AtomicFiles
-from ..errors import CkptmapError, FormatError, UnsupportedError, WriteError
+from ..errors import FormatError, UnsupportedError
 from ..tree import Checkpoint, TensorEntry
 from .rawio import MappedFile, file_size, little_endian_bytes, open_output
 
@@ -166,20 +166,14 @@ def write(ckpt: Checkpoint, path: Path, *, progress: Callable[[int], None] | Non
         offset += entry.nbytes
     raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     raw += b" " * (-len(raw) % _ALIGN)
-    with AtomicFiles([path]) as out:
-        try:
-            with open_output(out.temp(path)) as f:
-                f.write(struct.pack("<Q", len(raw)) + raw)
-                for entry in ordered:
-                    data = little_endian_bytes(entry)
-                    f.write(data)
-                    size, data = len(data), None  # one tensor in memory at a time
-                    if progress is not None:
-                        progress(size)
-        except CkptmapError:
-            raise
-        except OSError as e:
-            raise WriteError(f"{path}: could not write ({e.strerror or e}).") from e
+    with AtomicFiles([path]) as out, open_output(out.temp(path)) as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+        for entry in ordered:
+            data = little_endian_bytes(entry)
+            f.write(data)
+            size, data = len(data), None  # one tensor in memory at a time
+            if progress is not None:
+                progress(size)
     return [path]
 
 

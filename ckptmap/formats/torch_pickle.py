@@ -27,7 +27,7 @@ from typing import IO, Any
 import numpy as np
 
 from .. import dtypes
-from ..errors import CkptmapError, FormatError, UnsupportedError
+from ..errors import CkptmapError, FormatError, UnsupportedError, one_line
 
 # torch.dtype pickles as the global `torch.<name>` (torch/csrc/Dtype.cpp `THPDtype_reduce`).
 _TORCH_DTYPES = {
@@ -353,7 +353,7 @@ def unpickle(
     except RecursionError:
         raise FormatError(f"{source}: the pickle nests too deeply.") from None
     except Exception as e:  # a malformed pickle can raise almost anything; none of it is ours
-        detail = " ".join(f"{type(e).__name__}: {e}".split())[:200]  # its text may span lines
+        detail = one_line(f"{type(e).__name__}: {e}")[:200]  # its text may span lines
         raise FormatError(f"{source}: the pickle is damaged ({detail}).") from None
 
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import dtypes, parallel
 from ..atomic import AtomicFiles
-from ..errors import CkptmapError, FormatError, UnsupportedError, WriteError
+from ..errors import FormatError, UnsupportedError
 from ..tree import Checkpoint, TensorEntry
 from . import torch_pickle as tp
 from .rawio import MappedFile, file_size, little_endian_bytes, open_output
@@ -199,27 +199,21 @@ def write(ckpt: Checkpoint, path: Path, *, progress: Callable[[int], None] | Non
     entries = list(ckpt.entries.values())
     pickled = _state_dict_pickle(entries, path)
     root = path.stem if re.fullmatch(r"[A-Za-z0-9_.-]+", path.stem) else "archive"
-    with AtomicFiles([path]) as out:
-        try:
-            with open_output(out.temp(path)) as f:
-                zw = _ZipWriter(f, root)
-                zw.add("data.pkl", pickled)
-                zw.add(".format_version", b"1")
-                zw.add(".storage_alignment", str(ALIGNMENT).encode())
-                zw.add("byteorder", b"little")
-                for i, entry in enumerate(entries):
-                    data = little_endian_bytes(entry)
-                    zw.add(f"data/{i}", data)
-                    size, data = len(data), None  # one tensor in memory at a time
-                    if progress is not None:
-                        progress(size)
-                zw.add("version", b"3\n")
-                zw.add(".data/serialization_id", str(secrets.randbits(128)).zfill(40).encode())
-                zw.finish()
-        except CkptmapError:
-            raise
-        except OSError as e:
-            raise WriteError(f"{path}: could not write ({e.strerror or e}).") from e
+    with AtomicFiles([path]) as out, open_output(out.temp(path)) as f:
+        zw = _ZipWriter(f, root)
+        zw.add("data.pkl", pickled)
+        zw.add(".format_version", b"1")
+        zw.add(".storage_alignment", str(ALIGNMENT).encode())
+        zw.add("byteorder", b"little")
+        for i, entry in enumerate(entries):
+            data = little_endian_bytes(entry)
+            zw.add(f"data/{i}", data)
+            size, data = len(data), None  # one tensor in memory at a time
+            if progress is not None:
+                progress(size)
+        zw.add("version", b"3\n")
+        zw.add(".data/serialization_id", str(secrets.randbits(128)).zfill(40).encode())
+        zw.finish()
     return [path]
 
 

@@ -17,13 +17,12 @@ regex does not have; the message names the rule and its line.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from .. import yamldoc
 from ..cells import layouts
 from ..cells.recognize import family
 from ..errors import RuleError, UsageError
@@ -109,35 +108,6 @@ class MappingSpec:
     rules: tuple[Rule, ...]
 
 
-class _LineDict(dict):  # type: ignore[type-arg]
-    line = 0
-    key_lines: dict[Any, int]
-
-
-class _Loader(yaml.SafeLoader):  # not libyaml's: its errors do not name the character (a tab)
-    pass
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _LineDict:
-    result = _LineDict()
-    result.line = node.start_mark.line + 1
-    result.key_lines = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if not isinstance(key, Hashable):
-            raise RuleError(
-                f"line {key_node.start_mark.line + 1}: a key must be a name, not a {type(key).__name__}"
-            )
-        if key in result:
-            raise RuleError(f"line {key_node.start_mark.line + 1}: '{key}' appears twice in one mapping")
-        result[key] = loader.construct_object(value_node, deep=True)
-        result.key_lines[key] = key_node.start_mark.line + 1
-    return result
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def load_file(path: Path, label: str | None = None, *, resolve: Resolver | None = None) -> MappingSpec:
     try:
         text = path.read_text(encoding="utf-8")
@@ -153,23 +123,12 @@ Resolver = Callable[[str, "Path | None"], "MappingSpec"]
 
 
 def parse(text: str, label: str, *, path: Path | None = None, resolve: Resolver | None = None) -> MappingSpec:
-    loader = _Loader(text)
     try:
-        node = loader.get_single_node()
-        if node is not None:
-            check_expansion(node)
-        doc = loader.construct_document(node) if node is not None else None
-    except RecursionError:
-        raise RuleError(f"{label}: the YAML nests too deeply.") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{label}:{mark.line + 1}" if mark else label
-        problem = getattr(e, "problem", None) or str(e)
-        raise RuleError(f"{where}: not valid YAML ({problem}).") from None
-    except RuleError as e:
-        raise RuleError(f"{label}: {e}") from None
-    finally:
-        loader.dispose()
+        doc = yamldoc.load(text)
+    except yamldoc.YAMLProblem as e:
+        if e.in_document:
+            raise RuleError(f"{label}: line {e.line}: {e}") from None
+        raise RuleError(f"{e.where(label)}: {e}.") from None
     if not isinstance(doc, dict):
         raise RuleError(f"{label}: a mapping file must be a YAML mapping with a 'rules' list.")
     _no_unknown(doc, TOP_KEYS, label, "the mapping")
@@ -200,34 +159,6 @@ def parse(text: str, label: str, *, path: Path | None = None, resolve: Resolver 
         rules=rules,
         **policies,
     )
-
-
-# Aliases repeat a node without copying it, so a few lines can stand for 10^9 values ("billion
-# laughs"), which printing or walking them would expand. Mappings are kilobytes.
-_MAX_EXPANDED = 1_000_000
-
-
-def check_expansion(root: yaml.Node) -> None:
-    """Refuse a document whose aliases expand to more than _MAX_EXPANDED nodes and characters."""
-    sizes: dict[int, int] = {}
-    pending: list[tuple[yaml.Node, bool]] = [(root, False)]
-    while pending:  # post-order without recursion; a node seen before counts with its full size
-        node, children_done = pending.pop()
-        children = (
-            [c for pair in node.value for c in pair]
-            if isinstance(node, yaml.MappingNode)
-            else (node.value if isinstance(node, yaml.SequenceNode) else [])
-        )
-        if children_done:
-            own = len(node.value) if isinstance(node, yaml.ScalarNode) else 1
-            sizes[id(node)] = own + sum(sizes.get(id(c), 1) for c in children)
-            if sizes[id(node)] > _MAX_EXPANDED:
-                line = node.start_mark.line + 1
-                raise RuleError(f"line {line}: YAML aliases here expand to more than {_MAX_EXPANDED} values")
-        elif id(node) not in sizes:
-            sizes[id(node)] = 1  # in progress: an alias to an enclosing node (a cycle) counts once
-            pending.append((node, True))
-            pending.extend((c, False) for c in children if id(c) not in sizes)
 
 
 def _includes(doc: dict, label: str, path: Path | None, resolve: Resolver | None) -> list[MappingSpec]:

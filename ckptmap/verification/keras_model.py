@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from ..cells import keras_cells
+from ..cells.layouts import gate_count
 from ..cells.model import RNN
-from ..cells.recognize import find_in_entries
 from ..errors import UnsupportedError
 from ..formats.keras_names import RNN_CELL_ROLES
 from ..tree import Checkpoint
@@ -85,7 +85,7 @@ def _as_keras(rnn: RNN) -> RNN:
 
 def _check_names(rnn: RNN, ckpt: Checkpoint, outcome: Outcome) -> None:
     """What the model will read, checked against the checkpoint before any framework is involved."""
-    gates = {"gru": 3, "lstm": 4, "rnn": 1}[rnn.kind] * rnn.units
+    gates = gate_count(rnn.kind) * rnn.units
     model = _as_keras(rnn)
     for layer in range(rnn.layers):
         inputs = rnn.input_size if layer == 0 else rnn.units * rnn.directions
@@ -109,7 +109,7 @@ def _plan(rnn: RNN, ckpt: Checkpoint, keras3: bool) -> list[_Layer]:
     if not keras3:
         return ours
     own = {name for cell in rnn.cells for name in cell.members.values()}
-    others = [_Layer(other, 0, other.scope) for other in find_in_entries(ckpt.entries)
+    others = [_Layer(other, 0, other.scope) for other in ckpt.rnns
               if other.framework == "keras" and not own.intersection(other.tensor_names)]  # fmt: skip
     for part in ours + others:
         cell = part.rnn.cell(part.layer) if part.rnn.cells else None

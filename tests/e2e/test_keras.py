@@ -8,18 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ckptmap.cli import main
+from tests.clirun import ok, run
 from tests.frameworks import inputs, run_torch, save_tf1_rnn, torch_rnn
 from tests.verification.conftest import INPUT, UNITS, keras_model
 
 TOL = 1e-5
-
-
-def cli(*args) -> str:
-    with pytest.raises(SystemExit) as done:
-        main([str(a) for a in args])
-    assert done.value.code in (0, None)
-    return ""
 
 
 def torch_modules(path: Path):
@@ -47,7 +40,7 @@ def test_keras3_saved_weights_load_into_fresh_torch_modules(tmp_path, kind, bidi
     model = keras_model(keras, kind, bidirectional=bidirectional)
     model.save_weights(tmp_path / "k.weights.h5")
     x = inputs(size=INPUT)
-    cli("convert", tmp_path / "k.weights.h5", tmp_path / "m.pt", "--mapping", "keras-to-torch")
+    ok("convert", tmp_path / "k.weights.h5", tmp_path / "m.pt", "--mapping", "keras-to-torch")
     layer = model.layers[0].name
     module = load_torch(torch_modules(tmp_path / "m.pt"), layer, kind, bidirectional=bidirectional)
     np.testing.assert_allclose(run_torch(module, x), np.asarray(model(x)), atol=TOL, rtol=0)
@@ -61,7 +54,7 @@ def test_torch_to_keras3_loads_with_load_weights(tmp_path, kind):
     torch.manual_seed(0)
     module = torch_rnn(kind, INPUT, UNITS, layers=2, bidirectional=True)
     torch.save(module.state_dict(), tmp_path / "m.pt")
-    cli("convert", tmp_path / "m.pt", tmp_path / "k.weights.h5", "--mapping", "torch-to-keras")
+    ok("convert", tmp_path / "m.pt", tmp_path / "k.weights.h5", "--mapping", "torch-to-keras")
     fresh = keras_model(keras, kind, layers=2, bidirectional=True, seed=99)  # other weights until loaded
     fresh.load_weights(tmp_path / "k.weights.h5")
     x = inputs(size=INPUT)
@@ -73,7 +66,7 @@ def test_stacked_bidirectional_keras_to_torch_and_back_is_exact(tmp_path):
 
     model = keras_model(keras, "lstm", layers=2, bidirectional=True)
     model.save_weights(tmp_path / "k.weights.h5")
-    cli("convert", tmp_path / "k.weights.h5", tmp_path / "m.pt", "-m", "keras-to-torch")
+    ok("convert", tmp_path / "k.weights.h5", tmp_path / "m.pt", "-m", "keras-to-torch")
     state = torch_modules(tmp_path / "m.pt")
     first, second = (layer.name for layer in model.layers)
     a = load_torch(state, first, "lstm", bidirectional=True)
@@ -84,7 +77,7 @@ def test_stacked_bidirectional_keras_to_torch_and_back_is_exact(tmp_path):
     with torch.no_grad():
         y = b(a(torch.from_numpy(x))[0])[0].numpy()
     np.testing.assert_allclose(y, np.asarray(model(x)), atol=TOL, rtol=0)
-    cli("convert", tmp_path / "m.pt", tmp_path / "back.weights.h5", "-m", "torch-to-keras")
+    ok("convert", tmp_path / "m.pt", tmp_path / "back.weights.h5", "-m", "torch-to-keras")
     again = keras_model(keras, "lstm", layers=2, bidirectional=True, seed=5)
     again.load_weights(tmp_path / "back.weights.h5")
     np.testing.assert_allclose(np.asarray(again(x)), np.asarray(model(x)), atol=TOL, rtol=0)
@@ -95,7 +88,7 @@ def test_tf1_gru_cell_is_exactly_a_keras_gru_without_reset_after(tmp_path):
 
     x = inputs(size=INPUT)
     _, y_tf = save_tf1_rnn(tmp_path / "tf" / "model.ckpt", "gru", INPUT, UNITS, xs=x)
-    cli("convert", tmp_path / "tf", tmp_path / "k.weights.h5", "-m", "tf1-to-keras")
+    ok("convert", tmp_path / "tf", tmp_path / "k.weights.h5", "-m", "tf1-to-keras")
     fresh = keras_model(keras, "gru", reset_after=False, seed=3)
     fresh.load_weights(tmp_path / "k.weights.h5")
     np.testing.assert_allclose(np.asarray(fresh(x)), y_tf, atol=TOL, rtol=0)  # every step, not just the first
@@ -108,21 +101,14 @@ def test_tf_keras_files_inspect_and_convert(tmp_path, capsys, where):
     model = keras_model(tf_keras, "gru", bidirectional=True)
     model.save_weights(str(tmp_path / where))
     src = tmp_path / where if where.endswith(".h5") else tmp_path / "tf2"
-    cli("inspect", src)
+    ok("inspect", src)
     assert "GRU at " in capsys.readouterr().out
-    cli("convert", src, tmp_path / "m.pt", "-m", "keras-to-torch")
+    ok("convert", src, tmp_path / "m.pt", "-m", "keras-to-torch")
     state = torch_modules(tmp_path / "m.pt")
     prefix = next(iter(state)).split(".")[0]
     module = load_torch(state, prefix, "gru", bidirectional=True)
     x = inputs(size=INPUT)
     np.testing.assert_allclose(run_torch(module, x), np.asarray(model(x)), atol=TOL, rtol=0)
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as done:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return done.value.code or 0, out, err
 
 
 def test_keras3_bidirectional_gru_to_torch_and_back_each_verified_exact(capsys, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 
 import ckptmap
 from ckptmap import dtypes
-from ckptmap.cli import main
+from tests.clirun import ok
 
 ALL = [
     "float16",
@@ -53,19 +53,13 @@ def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
-def cli(*args) -> None:
-    with pytest.raises(SystemExit) as done:
-        main([str(a) for a in args])
-    assert done.value.code in (0, None)
-
-
 @pytest.mark.parametrize(("a", "b"), list(itertools.permutations(FORMATS, 2)), ids=lambda f: f)
 def test_every_dtype_survives_every_conversion_bit_for_bit(tmp_path, a, b):
     source = _checkpoint({f"t/{d}": d for d in ALL})
     first = tmp_path / "a" / FORMATS[a]
     ckptmap.save(source, first, format=a)
     second = tmp_path / "b" / FORMATS[b]
-    cli("convert", first, second, "--to", b)
+    ok("convert", first, second, "--to", b)
     back = ckptmap.load(second)
     for name in source:
         assert _same_bits(back[name], source[name]), (name, a, b)
@@ -114,7 +108,7 @@ def test_float_dtypes_survive_keras_files(tmp_path, fmt, dtype):
     )
     path = tmp_path / KERAS[fmt]
     ckptmap.save(source, path, format=fmt)
-    cli("convert", path, tmp_path / "m.safetensors")
+    ok("convert", path, tmp_path / "m.safetensors")
     back = ckptmap.load(tmp_path / "m.safetensors")
     assert _same_bits(back["dense/kernel"], source["dense/kernel"])
     assert _same_bits(back["dense/bias"], source["dense/bias"])
@@ -132,7 +126,7 @@ def test_a_tensor_over_2_gb_goes_through_every_byte_level_format(tmp_path):
     )
     ckptmap.save(big, tmp_path / "a.safetensors")
     for dst in (tmp_path / "tf" / "model.ckpt", tmp_path / "b.pt"):
-        cli("convert", tmp_path / "a.safetensors", dst)
+        ok("convert", tmp_path / "a.safetensors", dst)
         back = ckptmap.load(dst)
         assert np.array_equal(back["big"], pattern) and back["after"].tolist() == [7, 8, 9]
         del back
@@ -148,7 +142,7 @@ def test_thousands_of_variables(tmp_path):
     names = {f"layer_{i // 10}/w_{i % 10}": "float32" for i in range(3000)}
     ckptmap.save(_checkpoint(names, shape=(2,)), tmp_path / "tf" / "model.ckpt")
     assert len(tf.train.list_variables(str(tmp_path / "tf" / "model.ckpt"))) == 3000
-    cli("convert", tmp_path / "tf", tmp_path / "m.pt")
+    ok("convert", tmp_path / "tf", tmp_path / "m.pt")
     import torch
 
     assert len(torch.load(tmp_path / "m.pt", weights_only=True)) == 3000
@@ -160,7 +154,7 @@ def test_sharded_tf_checkpoints_are_written_and_restore(tmp_path):
 
     source = _checkpoint({f"v/{i}": "float32" for i in range(10)}, shape=(100, 100))  # 40 KB each
     ckptmap.save(source, tmp_path / "a.safetensors")
-    cli("convert", tmp_path / "a.safetensors", tmp_path / "tf" / "model.ckpt", "--shard-size", "100KB")
+    ok("convert", tmp_path / "a.safetensors", tmp_path / "tf" / "model.ckpt", "--shard-size", "100KB")
     shards = sorted(p.name for p in (tmp_path / "tf").glob("model.ckpt.data-*"))
     assert len(shards) == 5 and shards[0] == "model.ckpt.data-00000-of-00005"
     reader = tf.train.load_checkpoint(str(tmp_path / "tf" / "model.ckpt"))

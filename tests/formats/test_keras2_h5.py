@@ -263,25 +263,6 @@ def test_bad_files_fail_with_one_line_naming_the_file(tmp_path: Path, saved: dic
     assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
-def _failing_checkpoint(exc: BaseException) -> Checkpoint:
-    def fail() -> np.ndarray:
-        raise exc
-
-    good = TensorEntry("dense/kernel", (3,), "float32", "a", lambda: np.arange(3, dtype=np.float32))
-    return Checkpoint([good, TensorEntry("dense/bias", (3,), "float32", "b", fail)], format="test")
-
-
-@pytest.mark.parametrize(
-    "exc", [RuntimeError("source vanished"), KeyboardInterrupt()], ids=["error", "ctrl-c"]
-)
-def test_failed_write_leaves_no_files(tmp_path: Path, exc: BaseException) -> None:
-    with pytest.raises(type(exc)):
-        keras2_h5.write(_failing_checkpoint(exc), tmp_path / "new_dir" / "w.h5")
-    with pytest.raises(type(exc)):
-        keras2_h5.write(_failing_checkpoint(exc), tmp_path / "w.h5")
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_strings_cannot_be_written(tmp_path: Path) -> None:
     entry = TensorEntry("x/names", (1,), "string", "x", lambda: np.array([b"a"], dtype=object))
     with pytest.raises(CkptmapError, match=r"x/names"):

@@ -213,17 +213,6 @@ def test_sniff_says_no_to_other_files_without_raising(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------ writing
 
 
-def test_failed_write_leaves_no_output_and_no_temp_files(tmp_path: Path) -> None:
-    def boom() -> np.ndarray:
-        raise RuntimeError("loader failed")
-
-    ok = TensorEntry("a", (2,), "float32", "a", lambda: np.ones(2, np.float32))
-    bad = TensorEntry("b", (2,), "float32", "b", boom)
-    with pytest.raises(RuntimeError, match="loader failed"):
-        safetensors_file.write(Checkpoint([ok, bad], format="memory"), tmp_path / "x.safetensors")
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_write_refuses_dtypes_safetensors_lacks(tmp_path: Path) -> None:
     ckpt = numpy_checkpoint({"c": np.ones(2, np.complex128)})
     with pytest.raises(UnsupportedError, match="'c' is complex128"):

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tfkeras_models as km  # tests/formats is on sys.path
+from test_tf_bundle import tf_tensors  # tests/formats is on sys.path
 
 from ckptmap.errors import CkptmapError, FormatError
 from ckptmap.formats import keras2_h5, object_graph, registry, tf2_object, tf_bundle, tf_paths
@@ -20,19 +21,12 @@ from ckptmap.tree import Checkpoint, TensorEntry
 KINDS = list(km.BUILDERS)
 
 
-def tf_values(prefix: Path) -> dict[str, np.ndarray]:
-    import tensorflow as tf
-
-    reader = tf.train.load_checkpoint(str(prefix))
-    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()}
-
-
 def tf_graph(prefix: Path):
     """The object graph as TensorFlow's own protobuf class parses it."""
     from tensorflow.core.protobuf import trackable_object_graph_pb2
 
     graph = trackable_object_graph_pb2.TrackableObjectGraph()
-    graph.ParseFromString(tf_values(prefix)[object_graph.GRAPH_KEY])
+    graph.ParseFromString(tf_tensors(prefix)[object_graph.GRAPH_KEY])
     return graph
 
 
@@ -49,7 +43,7 @@ def test_save_weights_checkpoint_reads_exactly_in_model_order(tmp_path: Path, ki
     # Layers in model order (`layer_with_weights-2` before `-10`); inside a layer, the graph's
     # order, which is creation order (a nested BatchNormalization's statistics follow its beta).
     assert [n.split("/")[0] for n in ckpt.names] == [n.split("/")[0] for n in names]
-    expected = tf_values(prefix)
+    expected = tf_tensors(prefix)
     for name, value in zip(names, km.legacy_weights(model), strict=True):
         entry = ckpt.entries[name]
         assert entry.key == f"{name}/.ATTRIBUTES/VARIABLE_VALUE" and entry.kind == "weight"
@@ -76,13 +70,13 @@ def test_optimizer_slots_are_marked_from_the_object_graph(tmp_path: Path) -> Non
     assert ckpt.entries["optimizer/iter"].kind == "bookkeeping"
     assert ckpt.metadata["slot_variables"] == 2 * len(model.weights)
     assert ckpt.metadata["root_children"] == ["model", "optimizer", "save_counter"]
-    expected = tf_values(prefix)
+    expected = tf_tensors(prefix)
     for entry in ckpt.entries.values():
         np.testing.assert_array_equal(entry.read(), expected[entry.key], err_msg=entry.name)
     # Written back, TF sees the same values and the slots as slot variables again.
     out = tmp_path / "out" / "ckpt"
     tf2_object.write(ckpt, out)
-    written = tf_values(out)
+    written = tf_tensors(out)
     assert set(written) == set(expected)
     for key, value in expected.items():
         if key != object_graph.GRAPH_KEY:
@@ -106,7 +100,7 @@ def test_keras_h5_written_as_tf2_restores_with_load_weights(tmp_path: Path, kind
     fresh = km.build(kind, seed=None)
     fresh.load_weights(str(prefix)).assert_existing_objects_matched()
     np.testing.assert_array_equal(km.outputs(fresh), km.outputs(model))
-    assert "save_counter" not in tf_values(prefix)  # the root is a Keras model: it has no counter
+    assert "save_counter" not in tf_tensors(prefix)  # the root is a Keras model: it has no counter
 
 
 def test_nested_checkpoint_round_trips_through_tf_train_checkpoint(tmp_path: Path) -> None:
@@ -149,7 +143,7 @@ def test_tf_format_reading_of_a_tf2_checkpoint_writes_back_unchanged(tmp_path: P
     assert ckpt.format == "tf" and object_graph.GRAPH_KEY in ckpt
     assert not tf2_object.looks_keras(ckpt)
     tf2_object.write(ckpt, tmp_path / "out")
-    assert set(tf_values(tmp_path / "out")) == set(tf_values(tmp_path / "src"))
+    assert set(tf_tensors(tmp_path / "out")) == set(tf_tensors(tmp_path / "src"))
     fresh = km.build("stacked", seed=None)
     fresh.load_weights(str(tmp_path / "out")).assert_existing_objects_matched()
     np.testing.assert_array_equal(km.outputs(fresh), km.outputs(model))
@@ -199,25 +193,6 @@ def test_bundle_without_graph_is_not_tf2(tmp_path: Path) -> None:
     assert not tf2_object.sniff(tmp_path / "ckpt") and tf_bundle.sniff(tmp_path / "ckpt")
     with pytest.raises(FormatError, match="try 'tf'"):
         tf2_object.read(tmp_path / "ckpt")
-
-
-def _failing_checkpoint(exc: BaseException) -> Checkpoint:
-    def fail() -> np.ndarray:
-        raise exc
-
-    good = TensorEntry("dense/kernel", (3,), "float32", "a", lambda: np.arange(3, dtype=np.float32))
-    return Checkpoint([good, TensorEntry("dense/bias", (3,), "float32", "b", fail)], format="test")
-
-
-@pytest.mark.parametrize(
-    "exc", [RuntimeError("source vanished"), KeyboardInterrupt()], ids=["error", "ctrl-c"]
-)
-def test_failed_write_leaves_no_files(tmp_path: Path, exc: BaseException) -> None:
-    with pytest.raises(type(exc)):
-        tf2_object.write(_failing_checkpoint(exc), tmp_path / "new_dir" / "ckpt")
-    with pytest.raises(type(exc)):
-        tf2_object.write(_failing_checkpoint(exc), tmp_path / "ckpt")
-    assert list(tmp_path.iterdir()) == []
 
 
 _NO_FRAMEWORKS = """

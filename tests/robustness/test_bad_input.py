@@ -32,7 +32,6 @@ import numpy as np
 import pytest
 
 import ckptmap
-from ckptmap.cli import main
 from ckptmap.cli.main import INTERRUPTED
 from ckptmap.errors import CkptmapError, FormatError
 from ckptmap.formats import torch_legacy, torch_pickle
@@ -46,6 +45,7 @@ from ckptmap.formats.protowire import (
 )
 from ckptmap.formats.sstable import TableReader, TableWriter, mask_crc
 from ckptmap.tree import Checkpoint, TensorEntry
+from tests.clirun import run
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_checkpoints"
 LSTM2 = SAMPLES / "tf1_lstm2"
@@ -62,13 +62,6 @@ WRITERS = {  # --to -> destination name
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-
-def cli(capsys, *args: object) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as done:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return done.value.code or 0, out, err
 
 
 def assert_refused(code: int, out: str, err: str, names: object, *, nothing_in: Path | None = None) -> str:
@@ -88,7 +81,7 @@ def assert_refused(code: int, out: str, err: str, names: object, *, nothing_in: 
 def convert_refused(capsys, tmp_path: Path, src: object, *extra: object, names: object = None) -> str:
     """`convert SRC <new dir>/out.safetensors` fails, naming `names` (default SRC), writing nothing."""
     out_dir = tmp_path / "out"
-    code, out, err = cli(capsys, "convert", src, out_dir / "out.safetensors", *extra)
+    code, out, err = run(capsys, "convert", src, out_dir / "out.safetensors", *extra)
     return assert_refused(code, out, err, src if names is None else names, nothing_in=out_dir)
 
 
@@ -310,7 +303,7 @@ def test_a_pickle_that_runs_code_is_refused_and_never_runs(capsys, tmp_path: Pat
     else:
         legacy_file(src, attack)
     for command in (["inspect", src], ["convert", src, tmp_path / "out" / "x.safetensors"]):
-        code, out, err = cli(capsys, *command)
+        code, out, err = run(capsys, *command)
         line = assert_refused(code, out, err, src, nothing_in=tmp_path / "out")
         assert "not on ckptmap's allow-list" in line and "system" in line
     assert not marker.exists()
@@ -373,7 +366,7 @@ def test_a_compressed_data_pkl_reads_like_a_stored_one(capsys, tmp_path, torch_m
     # torch never compresses, but a zip re-packed by hand may; that is still a valid checkpoint.
     root = _root(torch_members)
     src = torch_zip(tmp_path / "deflated.pt", torch_members, compress={f"{root}/data.pkl", f"{root}/data/0"})
-    code, _, err = cli(capsys, "convert", src, tmp_path / "out.safetensors")
+    code, _, err = run(capsys, "convert", src, tmp_path / "out.safetensors")
     assert code == 0, err
     expected, got = ckptmap.load(SAMPLES / "torch_lstm.pt"), ckptmap.load(tmp_path / "out.safetensors")
     assert list(got) == list(expected)

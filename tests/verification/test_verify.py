@@ -7,22 +7,14 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 import ckptmap
-from ckptmap.cli import main
 from ckptmap.verification.report import DIFFERS
 from ckptmap.verification.run import verify, verify_into
+from tests.clirun import run
 from tests.verification.conftest import UNITS, tf1_source, torch_source
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_checkpoints"
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as done:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return done.value.code or 0, out, err
 
 
 def _swap_blocks(path: Path, name: str, a: int, b: int) -> None:
