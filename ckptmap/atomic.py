@@ -34,11 +34,12 @@ class AtomicFiles:
         self._created_dirs: list[Path] = []
 
     def __enter__(self) -> AtomicFiles:
-        self._checks = parallel.checks_deferred()  # sources may be verified while being copied
-        self._checks.__enter__()
         for final in self.finals:
             self._make_parents(final.parent)
             self._temps[final] = final.parent / f".{final.name}.ckptmap-{secrets.token_hex(4)}.tmp"
+        # Last: a start that failed above must not leave checks deferred with no exit to settle them.
+        self._checks = parallel.checks_deferred()  # sources may be verified while being copied
+        self._checks.__enter__()
         return self
 
     def temp(self, final: Path) -> Path:
@@ -51,10 +52,10 @@ class AtomicFiles:
             if exc_type is None:
                 parallel.settle_checks()  # a source that failed its check makes no output
         except BaseException:
-            self._checks.__exit__(None, None, None)
             self._cleanup()
             raise
-        self._checks.__exit__(None, None, None)
+        finally:
+            self._checks.__exit__(None, None, None)
         if exc_type is None:
             try:
                 self._commit()
@@ -96,7 +97,12 @@ class AtomicFiles:
             d = d.parent
         try:
             for m in reversed(missing):
-                m.mkdir()
+                try:
+                    m.mkdir()
+                except FileExistsError:
+                    if m.is_dir():  # made meanwhile by another writer (a batch worker): not ours
+                        continue
+                    raise
                 self._created_dirs.append(m)
         except OSError as e:
             self._cleanup()

@@ -85,10 +85,13 @@ def _layer(
     bidirectional = True in sides
     if bidirectional and False not in sides:
         return None
-    measured = [_measure(members, entries, partial) for _, members in sides.values()]
-    if any(m is None for m in measured) or len({m for m in measured}) != 1:
+    measured = [m for _, members in sides.values() if (m := _measure(members, entries, partial))]
+    # Both directions are one layer; partly, a bias one of them lacks is what there is to report.
+    if len(measured) != len(sides) or len({m[:3] if partial else m for m in measured}) != 1:
         return None
-    kind, input_size, units, has_bias, reset_after = measured[0]  # type: ignore[misc]
+    kind, input_size, units = measured[0][:3]
+    with_bias = [m for m in measured if m[3]]
+    has_bias, reset_after = bool(with_bias), (with_bias or measured)[0][4]
     refs = tuple(
         CellRef(0, reverse, scope, members, input_size) for reverse, (_, members) in sorted(sides.items())
     )
@@ -128,7 +131,7 @@ def _measure(
     if (
         bias is not None
         and not partial
-        and bias not in ((recurrent[1],), (2, recurrent[1]) if kind == "gru" else ())
+        and bias not in (((recurrent[1],), (2, recurrent[1])) if kind == "gru" else ((recurrent[1],),))
     ):
         return None
     return kind, kernel[0], units, bias is not None, reset_after

@@ -90,8 +90,13 @@ def _module(
     refs = []
     for (layer, rev), members in sorted(cells.items()):
         s = {role: entries[name].shape for role, name in members.items()}
-        if partial:
-            refs.append(CellRef(layer, rev, scope, dict(members), s["weight_ih"][1]))
+        if partial:  # a misshapen or missing weight_ih is reported, not measured
+            inputs = (
+                s["weight_ih"][1]
+                if len(s.get("weight_ih", ())) == 2
+                else (proj or units) * (2 if bidirectional else 1)
+            )
+            refs.append(CellRef(layer, rev, scope, dict(members), inputs))
             continue
         recurrent = proj or units
         if s["weight_hh"] != (gates, recurrent) or len(s["weight_ih"]) != 2 or s["weight_ih"][0] != gates:

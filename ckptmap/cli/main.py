@@ -73,5 +73,6 @@ def _from_ctrl_c(exc: BaseException) -> bool:
         if isinstance(current, KeyboardInterrupt):
             return True
         seen.add(id(current))
-        current = current.__cause__ or current.__context__
+        # `raise ... from None` (batch: its own message, its finished outputs kept) ends the chain.
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
     return False

@@ -164,13 +164,14 @@ class _Archive:
         data = self._map.read(info.header_offset + 30 + name_len + extra_len, info.file_size)
         # torch writes CRC 0 when torch.utils.serialization.config.save.compute_crc32 is off.
         if info.filename not in self._verified and info.CRC:
+            self._verified.add(info.filename)  # now, so views of one storage queue one check
             parallel.check(lambda: self._verify(info, data))  # maybe while `data` is being written
         return data
 
     def _verify(self, info: zipfile.ZipInfo, data: memoryview | bytes) -> None:
         if parallel.crc32(data) != info.CRC:
+            self._verified.discard(info.filename)  # a later read fails again, not silently
             raise FormatError(f"{self.path}: checksum mismatch in {info.filename}; the file is damaged.")
-        self._verified.add(info.filename)
 
 
 def _plain_member_name(name: str) -> bool:

@@ -169,3 +169,38 @@ def test_slots_do_not_confuse_recognition():
     assert rnn.tensor_names == ["rnn/basic_rnn_cell/kernel", "rnn/basic_rnn_cell/bias"]
     assert ckpt.entries["rnn/basic_rnn_cell/kernel/Adam"].kind == "slot"
     assert ckpt.entries["beta1_power"].kind == "bookkeeping"
+
+
+# --- partial recognition: cells that lack or misshape tensors are still found, to be reported -----
+
+
+def _found(shapes: dict[str, tuple[int, ...]], *, partial: bool):
+    from ckptmap.cells.recognize import find_in_entries
+
+    return find_in_entries(_checkpoint(shapes).entries, partial=partial)
+
+
+def test_a_keras_bidirectional_layer_missing_one_bias_is_found_partly() -> None:
+    shapes = {}
+    for side in ("forward_layer", "backward_layer"):
+        shapes[f"bidi/{side}/cell/kernel"] = (3, 20)
+        shapes[f"bidi/{side}/cell/recurrent_kernel"] = (5, 20)
+    shapes["bidi/forward_layer/cell/bias"] = (20,)
+    assert _found(shapes, partial=False) == []  # the directions differ: not a whole layer
+    [rnn] = _found(shapes, partial=True)
+    assert (rnn.kind, rnn.bidirectional, rnn.units, rnn.input_size, rnn.bias) == ("lstm", True, 5, 3, True)
+
+
+def test_a_keras_lstm_with_a_scalar_bias_is_not_an_lstm() -> None:
+    shapes = {"lstm/cell/kernel": (3, 20), "lstm/cell/recurrent_kernel": (5, 20), "lstm/cell/bias": ()}
+    assert _found(shapes, partial=False) == []
+    shapes["lstm/cell/bias"] = (20,)
+    assert [r.kind for r in _found(shapes, partial=False)] == ["lstm"]
+
+
+def test_a_torch_module_with_a_misshapen_weight_ih_is_found_partly() -> None:
+    shapes = {"gru.weight_ih_l0": (15, 3), "gru.weight_hh_l0": (15, 5), "gru.weight_ih_l1": (15,),
+              "gru.weight_hh_l1": (15, 5)}  # fmt: skip
+    assert _found({k.replace(".", "/"): v for k, v in shapes.items()}, partial=False) == []
+    [rnn] = _found({k.replace(".", "/"): v for k, v in shapes.items()}, partial=True)
+    assert (rnn.kind, rnn.layers, rnn.units) == ("gru", 2, 5)

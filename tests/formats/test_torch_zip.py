@@ -310,6 +310,26 @@ def test_a_checksum_checked_while_writing_still_stops_the_output(tmp_path, monke
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["big.pt"]
 
 
+def test_views_of_one_storage_check_it_once(tmp_path: Path, monkeypatch) -> None:
+    """Three tensors sharing a storage: its CRC32 is computed once, also while an earlier view's
+    check is still running beside the writing."""
+    from ckptmap import parallel
+
+    monkeypatch.setenv("CKPTMAP_THREADS", "2")
+    base = torch.arange(1 << 22, dtype=torch.float32)  # 16 MB
+    torch.save({"a": base[: 1 << 20], "b": base[1 << 20 : 1 << 21], "c": base}, tmp_path / "views.pt")
+    sizes: list[int] = []
+    real = parallel.crc32
+
+    def counted(data, value=0):
+        sizes.append(len(memoryview(data).cast("B")))
+        return real(data, value)
+
+    monkeypatch.setattr(parallel, "crc32", counted)
+    ckptmap.convert(tmp_path / "views.pt", tmp_path / "views.safetensors")
+    assert sizes.count(base.nbytes) == 1, sizes
+
+
 def test_files_saved_without_checksums_are_read(tmp_path: Path, monkeypatch) -> None:
     from torch.utils.serialization import config
 
