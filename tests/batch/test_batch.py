@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import ckptmap
 from ckptmap.cli import main
 from ckptmap.cli.main import INTERRUPTED
-from tests.frameworks import inputs, run_tf1_restored, run_torch, save_tf1_rnn, torch_rnn
+from tests.e2e.test_samples_and_real import samples_module
+from tests.frameworks import inputs, run_tf1_restored, run_torch, save_tf1_rnn, tf1, torch_rnn
 from tests.verification.conftest import keras_model
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_checkpoints"
@@ -121,10 +121,14 @@ def sources(tmp_path_factory) -> Path:
         np.save(root / "tf1" / name / "y.npy", y)
     shard = root / "tf1" / "cut" / "model.ckpt.data-00000-of-00001"
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
-    (root / "keras3").mkdir()
-    keras_model(keras, "gru").save_weights(root / "keras3" / "gru.weights.h5")
-    (root / "keras2").mkdir()
-    keras_model(tf_keras, "lstm").save_weights(str(root / "keras2" / "lstm.h5"))
+    # Layer names count per session ("gru_10" after other tests): cleared, the layers are gru, lstm.
+    for framework, kind, name in ((keras, "gru", "gru.weights.h5"), (tf_keras, "lstm", "lstm.h5")):
+        framework.backend.clear_session()
+        model = keras_model(framework, kind)
+        folder = root / ("keras3" if framework is keras else "keras2")
+        folder.mkdir()
+        model.save_weights(str(folder / name))
+        np.save(folder / "y.npy", np.asarray(model(inputs())))
     (root / "migrate.yaml").write_text(MANIFEST)
     return root
 
@@ -172,9 +176,16 @@ def test_outputs_restore_in_their_frameworks(migrated):
     lstm = torch_rnn("lstm", INPUT, UNITS)  # TF1 LSTMCell -> nn.LSTM: same outputs as TF computed
     lstm.load_state_dict(torch.load(root / "out" / "torch" / "lstm.pt", weights_only=True), strict=True)
     np.testing.assert_allclose(run_torch(lstm, xs), np.load(root / "tf1" / "lstm" / "y.npy"), atol=1e-5)
-    model = torch.nn.Module()  # Keras 3 GRU layer "gru" -> an nn.GRU under the same name
-    model.gru = torch_rnn("gru", INPUT, UNITS)
-    model.load_state_dict(torch.load(root / "out/torch/keras3_gru.pt", weights_only=True), strict=True)
+    rnn = torch_rnn("rnn", INPUT, UNITS)
+    rnn.load_state_dict(torch.load(root / "out" / "torch" / "rnn.pt", weights_only=True), strict=True)
+    np.testing.assert_allclose(run_torch(rnn, xs), np.load(root / "tf1" / "rnn" / "y.npy"), atol=1e-5)
+    for keras_dir, kind in (("keras3", "gru"), ("keras2", "lstm")):  # layer "gru" -> an nn.GRU "gru"
+        model = torch.nn.Module()
+        setattr(model, kind, torch_rnn(kind, INPUT, UNITS))
+        state = torch.load(root / "out" / "torch" / f"{keras_dir}_{kind}.pt", weights_only=True)
+        model.load_state_dict(state, strict=True)
+        y = run_torch(getattr(model, kind), xs)
+        np.testing.assert_allclose(y, np.load(root / keras_dir / "y.npy"), atol=1e-5)
     # nn.LSTM state dict -> TF1 variables, restored by tf's own Saver (the sample's README example).
     sample = np.load(SAMPLES / "torch_lstm.io.npz")
     prefix = root / "out" / "tf" / "torch_lstm" / "model.ckpt"
@@ -185,9 +196,14 @@ def test_outputs_restore_in_their_frameworks(migrated):
     original = torch.load(root / "torch" / "gru.pt", weights_only=True)
     assert sorted(written) == sorted(original)
     assert all(np.array_equal(written[k], original[k].numpy()) for k in original)
-    assert "encoder/rnn/multi_rnn_cell/cell_0/gru_cell/gates/kernel" in ckptmap.load(
-        root / "out" / "tf" / "oldnames"
-    )
+    # TF 1.0 names -> today's, restored by tf's own Saver into the graph TF builds today.
+    tf, v1 = tf1()
+    oldnames = np.load(SAMPLES / "tf10_oldnames" / "io.npz")
+    with tf.Graph().as_default():
+        x, y = samples_module().oldnames_graph(tf, v1)
+        with v1.Session() as sess:
+            v1.train.Saver().restore(sess, str(root / "out" / "tf" / "oldnames" / "model.ckpt"))
+            np.testing.assert_allclose(sess.run(y, {x: oldnames["x"]}), oldnames["y"], atol=1e-5)
 
 
 def test_report_has_a_line_per_job_with_mapping_bytes_and_verdicts(migrated):

@@ -22,7 +22,13 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 keras = pytest.importorskip("keras")
 layers = keras.layers
 
-REAL_KERAS3_LEGACY_H5 = Path("/work/shared/real_checkpoints/keras3_gru_resetafter_h5/gru_model.h5")
+REAL_KERAS3_LEGACY_H5 = (
+    Path(__file__).resolve().parents[3]
+    / "shared"
+    / "real_checkpoints"
+    / "keras3_gru_resetafter_h5"
+    / "gru_model.h5"
+)
 
 
 # --- helpers shared with test_keras_archive.py -----------------------------------------------------
@@ -363,5 +369,8 @@ def test_sniff_refuses_other_hdf5_layouts(tmp_path: Path) -> None:
     assert not keras3_h5.sniff(_plain_h5(tmp_path))
     assert not keras3_h5.sniff(_keras2_layout(tmp_path))
     assert not keras3_h5.sniff(tmp_path / "missing.weights.h5")
-    if REAL_KERAS3_LEGACY_H5.exists():  # Keras 3's legacy full-model .h5: the keras2 format's job
-        assert not keras3_h5.sniff(REAL_KERAS3_LEGACY_H5)
+
+
+@pytest.mark.skipif(not REAL_KERAS3_LEGACY_H5.exists(), reason="shared/real_checkpoints is not here")
+def test_sniff_leaves_keras3s_legacy_full_model_h5_to_keras2() -> None:
+    assert not keras3_h5.sniff(REAL_KERAS3_LEGACY_H5)

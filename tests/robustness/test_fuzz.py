@@ -183,6 +183,12 @@ def test_damaged_files_read_or_fail_with_one_line_naming_the_file(
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def test_every_seed_built_is_fuzzed(targets: fuzz_seeds.Targets) -> None:
+    assert sorted(targets) == sorted(
+        fuzz_seeds.NAMES
+    )  # NAMES parametrizes; a seed not in it is never damaged
+
+
 @pytest.mark.parametrize("name", fuzz_seeds.NAMES)
 def test_undamaged_seeds_read(
     targets: dict[str, fuzz_seeds.Target], worker: Worker, tmp_path: Path, name: str
