@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from functools import partial
@@ -41,8 +40,6 @@ OPTIMIZER_GROUP, OPTIMIZER_PREFIX = "optimizer_weights", "optimizer/"
 # tf-keras only converts weights when keras_version is "1" (preprocess_weights_for_loading); any 2.x works.
 KERAS_VERSION = "2.15.0"
 _ATTR_LIMIT = 64512  # HDF5_OBJECT_HEADER_LIMIT in hdf5_format.py
-_LWW = re.compile(r"layer_with_weights-\d+")
-_KERAS_LAYER = re.compile(r"layer(?:_with_weights)?-\d+")  # a Keras model's edges to its layers
 
 
 def sniff(path: Path) -> bool:
@@ -265,8 +262,8 @@ def _plan(ckpt: Checkpoint, path: Path) -> tuple[dict[str, Weights], Weights, We
     rest = [e for e in ckpt.entries.values() if e.kind != kinds.WEIGHT]
     paths = {e.name: kn.split(e.name) for e in weights}
     heads = {p[0] if p else "" for p, _ in paths.values()}
-    wrapped = len(heads) == 1 and not _KERAS_LAYER.fullmatch(heads.pop())
-    if wrapped and all(len(p) > 1 and _LWW.fullmatch(p[1]) for p, _ in paths.values()):
+    wrapped = len(heads) == 1 and not kn.LAYER_EDGE.fullmatch(heads.pop())
+    if wrapped and all(len(p) > 1 and kn.LAYER_WITH_WEIGHTS.fullmatch(p[1]) for p, _ in paths.values()):
         # tf.train.Checkpoint(model=m) keeps the model under a root attribute: unwrap it.
         paths = {n: (p[1:], role) for n, (p, role) in paths.items()}
     layers: dict[str, list[tuple[tuple[str, ...], str, TensorEntry]]] = {}
@@ -277,7 +274,9 @@ def _plan(ckpt: Checkpoint, path: Path) -> tuple[dict[str, Weights], Weights, We
             top.append((f"{role}:0", e))
         else:
             layers.setdefault(obj[0], []).append((tuple(obj[1:]), role, e))
-    if layers and all(_LWW.fullmatch(n) for n in layers):  # from a TF2 checkpoint, maybe key-sorted
+    if layers and all(
+        kn.LAYER_WITH_WEIGHTS.fullmatch(n) for n in layers
+    ):  # from a TF2 checkpoint, maybe key-sorted
         layers = dict(sorted(layers.items(), key=lambda kv: int(kv[0].rsplit("-", 1)[1])))
     planned = {}
     for name, items in layers.items():

@@ -29,12 +29,11 @@ from ..errors import CkptmapError, FormatError, UnsupportedError
 from ..tree import Checkpoint
 from .hdf5_guard import check_global_heaps, check_global_heaps_in_file
 from .keras3_h5 import LayerInfo, Opener, read_h5, snake_case
-from .rawio import file_size
+from .rawio import file_size, refuse_zip_bomb
 
 WEIGHTS, CONFIG, METADATA = "model.weights.h5", "config.json", "metadata.json"
 _MAX_JSON = 64 << 20  # a config is kilobytes; refuse to inflate anything near this
 _IN_MEMORY = 64 << 20  # compressed weights up to this size are decompressed into memory
-_BOMB_FLOOR, _BOMB_RATIO = 1 << 28, 100  # saving_lib._reject_zip_extract_bomb
 _MODELS = ("Sequential", "Functional", "Model")
 
 
@@ -142,9 +141,7 @@ def _opener(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> Opener:
                 yield f
 
         return in_place
-    if info.file_size > _BOMB_FLOOR and info.file_size > _BOMB_RATIO * info.compress_size:
-        raise FormatError(f"{path}: {WEIGHTS} declares {info.file_size} bytes from {info.compress_size}; "
-                          "refusing a decompression bomb.")  # fmt: skip
+    refuse_zip_bomb(info, path)
     copy: IO[bytes]
     if info.file_size <= _IN_MEMORY:
         data = z.read(info)

@@ -23,6 +23,7 @@ back into the layout of their format using the tables below.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from ..cells.layouts import kind_with_gates
@@ -37,6 +38,10 @@ ATTRIBUTES = frozenset({CELL, *DIRECTIONS})
 RNN_CELL_ROLES = ("kernel", "recurrent_kernel", "bias")
 # The cells' own default names (`GRUCell(name=...)` defaults), as tf-keras writes them in weight names.
 CELL_NAMES = {"gru": "gru_cell", "lstm": "lstm_cell", "simple_rnn": "simple_rnn_cell"}
+# A Keras model's edges to its layers in TF2 checkpoints and tf-keras files: `layer-3`, and
+# `layer_with_weights-2` for the layers that have weights.
+LAYER_EDGE = re.compile(r"layer(?:_with_weights)?-\d+")
+LAYER_WITH_WEIGHTS = re.compile(r"layer_with_weights-\d+")
 # The Keras layer key (snake-case class name) of each cell kind.
 LAYER_KEYS = {"lstm": "lstm", "gru": "gru", "rnn": "simple_rnn"}
 

@@ -1,8 +1,9 @@
 """Raw file access shared by the formats that store tensors as plain bytes (torch, safetensors).
 
 `MappedFile` maps a file once and hands out zero-copy slices that give their memory back when freed;
-`file_size` turns the ways a file can be unusable into one-line errors; `little_endian_bytes` is
-what every byte-level writer stores, `open_output` where it writes it.
+`file_size` turns the ways a file can be unusable into one-line errors; `refuse_zip_bomb` guards the
+zip-based formats (torch, .keras); `little_endian_bytes` is what every byte-level writer stores,
+`open_output` where it writes it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import mmap
 import os
 import stat
 import weakref
+import zipfile
 from pathlib import Path
 from typing import BinaryIO
 
@@ -86,6 +88,20 @@ def view_of(mapped: mmap.mmap, offset: int, nbytes: int) -> np.ndarray:
 def _drop_pages(mapped: mmap.mmap, start: int, length: int) -> None:
     with contextlib.suppress(ValueError, OSError):  # the map is closed: only memory was at stake
         mapped.madvise(mmap.MADV_DONTNEED, start, length)
+
+
+# A zip member declaring more than this, at more than this ratio to its compressed size, is
+# refused before it is inflated (the limits of Keras' saving_lib._reject_zip_extract_bomb).
+_BOMB_FLOOR, _BOMB_RATIO = 1 << 28, 100
+
+
+def refuse_zip_bomb(info: zipfile.ZipInfo, label: object) -> None:
+    """Raise FormatError if the compressed member `info` would inflate like a decompression bomb."""
+    if info.file_size > _BOMB_FLOOR and info.file_size > _BOMB_RATIO * info.compress_size:
+        raise FormatError(
+            f"{label}: {info.filename} declares {info.file_size} bytes from {info.compress_size}; "
+            "refusing a decompression bomb."
+        )
 
 
 def little_endian_bytes(entry: TensorEntry) -> memoryview:

@@ -17,7 +17,6 @@ names (nested models numbered within their parent) — the order Keras files lis
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,8 +32,6 @@ from .protowire import WireError
 
 FORMAT = "tf2"
 KERAS_FORMATS = frozenset({"keras2", "keras3", "keras-archive"})
-_KERAS_LAYER = re.compile(r"layer(?:_with_weights)?-\d+")  # a Keras model's edges to its layers
-_LWW = re.compile(r"layer_with_weights-\d+")
 _KNOWN_ROLES = frozenset(r for roles in kn.LAYER_ROLES.values() for r in roles)
 
 
@@ -78,7 +75,7 @@ def read(path: str | os.PathLike[str]) -> Checkpoint:
             f"The object graph lists {len(missing)} tensors the bundle lacks (first: '{missing[0]}')."
         )
     entries = _classify([*ordered, *unlisted], slots, others, by_key)
-    if any(_LWW.fullmatch(p) for e in entries for p in e.name.split("/")):
+    if any(kn.LAYER_WITH_WEIGHTS.fullmatch(p) for e in entries for p in e.name.split("/")):
         notes.append("TF2 checkpoints store no layer names: Keras layers are layer_with_weights-<k>.")
     root = [name for node_id, name in nodes[0].children if node_id != 0]
     metadata = {**bundle.metadata, "root_children": root, "objects": len(nodes), "slot_variables": len(slots)}
@@ -183,7 +180,7 @@ def write(
     user_tensors = len(entries)
     root = {p.split("/", 1)[0] for p in paths.values()}
     if save_counter is None:
-        save_counter = "save_counter" not in root and not any(_KERAS_LAYER.fullmatch(r) for r in root)
+        save_counter = "save_counter" not in root and not any(kn.LAYER_EDGE.fullmatch(r) for r in root)
     if save_counter and "save_counter" not in root:
         key = builder.add_variable("save_counter", "save_counter")
         entries.append(TensorEntry(key, (), "int64", key, lambda: np.array(1, dtype=np.int64)))
@@ -225,7 +222,9 @@ def object_paths(ckpt: Checkpoint, *, keras: bool | None = None) -> dict[str, st
                 continue
             level = numbering.setdefault(tuple(new), {})
             if part not in level:
-                level[part] = part if _LWW.fullmatch(part) else f"layer_with_weights-{len(level)}"
+                level[part] = (
+                    part if kn.LAYER_WITH_WEIGHTS.fullmatch(part) else f"layer_with_weights-{len(level)}"
+                )
                 if list(level.values()).count(level[part]) > 1:
                     raise WriteError(
                         f"Tensor '{entry.name}': layer '{part}' would become {level[part]}, which another "
@@ -260,5 +259,5 @@ def _keras_shaped(name: str) -> bool:
         and bool(layers)
         and not any(p in kn.ATTRIBUTES for p in layers)
         and attrs in ([], [kn.CELL], ["forward_layer", kn.CELL], ["backward_layer", kn.CELL])
-        and not all(_KERAS_LAYER.fullmatch(p) for p in layers)
+        and not all(kn.LAYER_EDGE.fullmatch(p) for p in layers)
     )

@@ -31,7 +31,7 @@ from ..atomic import AtomicFiles
 from ..errors import FormatError, UnsupportedError
 from ..tree import Checkpoint, TensorEntry
 from . import torch_pickle as tp
-from .rawio import MappedFile, file_size, little_endian_bytes, open_output
+from .rawio import MappedFile, file_size, little_endian_bytes, open_output, refuse_zip_bomb
 from .torch_select import select
 
 ALIGNMENT = 64  # torch.utils.serialization.config.save.storage_alignment
@@ -39,9 +39,6 @@ _U32 = 0xFFFFFFFF  # the zip "see the zip64 extra field" marker
 _ZIP64_AT = _U32  # sizes and offsets from here on need zip64 (miniz: >= MZ_UINT32_MAX)
 # dtypes torch saves as UntypedStorage + dtype via _rebuild_tensor_v3 (torch/storage.py `_new_dtypes`).
 _V3_DTYPES = ("uint16", "uint32", "uint64")
-# Members torch would store but a hand-made zip compressed: refuse what inflates like a bomb (as
-# keras_archive does), since the pickle and the storages are decompressed into memory.
-_BOMB_FLOOR, _BOMB_RATIO = 1 << 28, 100
 # What zipfile raises on damaged archives (an unknown compression method is NotImplementedError).
 _ZIP_ERRORS = (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, zlib.error,
                struct.error)  # fmt: skip
@@ -145,11 +142,7 @@ class _Archive:
 
     def read(self, info: zipfile.ZipInfo) -> memoryview | bytes:
         if info.compress_type != zipfile.ZIP_STORED:  # re-zipped by hand; torch never compresses
-            if info.file_size > _BOMB_FLOOR and info.file_size > _BOMB_RATIO * info.compress_size:
-                raise FormatError(
-                    f"{self.path}: {info.filename} declares {info.file_size} bytes from "
-                    f"{info.compress_size}; refusing a decompression bomb."
-                )
+            refuse_zip_bomb(info, self.path)  # the pickle and the storages are inflated in memory
             try:
                 with zipfile.ZipFile(self.path) as zf:
                     return zf.read(info)
