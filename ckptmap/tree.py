@@ -9,6 +9,8 @@ listing a multi-GB checkpoint costs only its index.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +39,8 @@ class TensorEntry:
     loader: Callable[[], np.ndarray] = field(repr=False)
     kind: str = kinds.WEIGHT
     slot_of: str | None = None
+    # A mapped target can be computed a block of rows at a time: `pieces(max_bytes)` (see `blocks`).
+    pieces: Callable[[int], Iterator[np.ndarray]] | None = field(default=None, repr=False)
 
     @property
     def size(self) -> int:
@@ -50,20 +54,38 @@ class TensorEntry:
 
     def read(self) -> np.ndarray:
         """Load the data; raises `FormatError` if the file disagrees with the index."""
-        try:
+        with self._reading():
             array = self.loader()
-        except CkptmapError:
-            raise
-        except (OSError, ValueError, EOFError) as e:
-            raise FormatError(f"Tensor '{self.name}': could not read its data ({e}).") from e
         if tuple(array.shape) != self.shape:
             raise FormatError(
                 f"Tensor '{self.name}': data has shape {tuple(array.shape)}, the index says {self.shape}."
             )
         return array
 
+    def blocks(self, max_bytes: int = 1 << 20) -> Iterator[np.ndarray]:
+        """The data in C order as C-contiguous arrays of about `max_bytes`, whose bytes in turn are
+        the tensor's: what a writer streams. A mapped target is computed a block at a time, so the
+        whole tensor never exists in memory; any other is read and sliced (views, no copies)."""
+        if self.pieces is not None:
+            with self._reading():
+                yield from self.pieces(max_bytes)
+            return
+        flat = np.ascontiguousarray(self.read()).reshape(-1)
+        step = max(1, max_bytes // max(1, flat.itemsize))
+        for start in range(0, flat.size, step):
+            yield flat[start : start + step]
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        try:
+            yield
+        except CkptmapError:
+            raise
+        except (OSError, ValueError, EOFError) as e:
+            raise FormatError(f"Tensor '{self.name}': could not read its data ({e}).") from e
+
     def renamed(self, name: str, *, slot_of: str | None = None) -> TensorEntry:
-        return TensorEntry(name, self.shape, self.dtype, self.key, self.loader, self.kind, slot_of)
+        return dataclasses.replace(self, name=name, slot_of=slot_of)
 
 
 class Checkpoint(Mapping[str, np.ndarray]):
@@ -94,9 +116,7 @@ class Checkpoint(Mapping[str, np.ndarray]):
         if classify:
             classes = kinds.classify(e.name for e in entries)
             entries = [
-                TensorEntry(
-                    e.name, e.shape, e.dtype, e.key, e.loader, classes[e.name].kind, classes[e.name].slot_of
-                )
+                dataclasses.replace(e, kind=classes[e.name].kind, slot_of=classes[e.name].slot_of)
                 for e in entries
             ]
         self.entries: dict[str, TensorEntry] = {}

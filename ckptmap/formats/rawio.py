@@ -2,8 +2,8 @@
 
 `MappedFile` maps a file once and hands out zero-copy slices that give their memory back when freed;
 `file_size` turns the ways a file can be unusable into one-line errors; `refuse_zip_bomb` guards the
-zip-based formats (torch, .keras); `little_endian_bytes` is what every byte-level writer stores,
-`open_output` where it writes it.
+zip-based formats (torch, .keras); `open_output` is where a byte-level writer's data goes (through
+`stream.BlockStream`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .. import dtypes
 from ..errors import FormatError, SourceNotFoundError
-from ..tree import TensorEntry
 
 
 def file_size(path: Path) -> int:
@@ -102,15 +100,6 @@ def refuse_zip_bomb(info: zipfile.ZipInfo, label: object) -> None:
             f"{label}: {info.filename} declares {info.file_size} bytes from {info.compress_size}; "
             "refusing a decompression bomb."
         )
-
-
-def little_endian_bytes(entry: TensorEntry) -> memoryview:
-    """The entry's data, row-major little-endian, checked against the dtype its index promised."""
-    array = entry.read()
-    if dtypes.from_numpy(array.dtype).name != entry.dtype:
-        raise FormatError(f"Tensor '{entry.name}': data is {array.dtype}, the index says {entry.dtype}.")
-    array = np.ascontiguousarray(array.astype(array.dtype.newbyteorder("<"), copy=False))
-    return memoryview(array.reshape(-1).view(np.uint8))
 
 
 def open_output(path: Path) -> BinaryIO:

@@ -24,7 +24,8 @@ from .. import dtypes
 from ..atomic import AtomicFiles
 from ..errors import FormatError, UnsupportedError
 from ..tree import Checkpoint, TensorEntry
-from .rawio import MappedFile, file_size, little_endian_bytes, open_output
+from .rawio import MappedFile, file_size, open_output
+from .stream import BlockStream
 
 MAX_HEADER = 100_000_000  # safetensors/src/tensor.rs MAX_HEADER_SIZE
 _ALIGN = 8  # the reference writer pads the header with spaces to 8 bytes
@@ -166,14 +167,12 @@ def write(ckpt: Checkpoint, path: Path, *, progress: Callable[[int], None] | Non
         offset += entry.nbytes
     raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     raw += b" " * (-len(raw) % _ALIGN)
-    with AtomicFiles([path]) as out, open_output(out.temp(path)) as f:
-        f.write(struct.pack("<Q", len(raw)) + raw)
+    with AtomicFiles([path]) as out, open_output(out.temp(path)) as f, BlockStream(f) as stream:
+        stream.write(struct.pack("<Q", len(raw)) + raw)
         for entry in ordered:
-            data = little_endian_bytes(entry)
-            f.write(data)
-            size, data = len(data), None  # one tensor in memory at a time
+            stream.tensor(entry)
             if progress is not None:
-                progress(size)
+                progress(entry.nbytes)
     return [path]
 
 

@@ -18,7 +18,6 @@ import os
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO
 
 import google_crc32c
 import numpy as np
@@ -31,12 +30,12 @@ from . import tf_paths
 from .protowire import BundleEntry, BundleHeader, WireError, check_tiling, encode_varint, read_varint
 from .rawio import open_output, view_of
 from .sstable import TableReader, TableWriter, mask_crc, unmask_crc
+from .stream import BlockStream
 
 FORMAT = "tf"
 _UINT32_MAX = 0xFFFFFFFF
 _BUNDLE_VERSION = 1  # kTensorBundleVersion: what this reader understands, and what it writes
 OBJECT_GRAPH_KEY = b"_CHECKPOINTABLE_OBJECT_GRAPH"  # TF2 object-based checkpoints (format "tf2")
-_CHUNK = 1 << 20
 
 
 def sniff(path: Path) -> bool:
@@ -298,10 +297,10 @@ def write(
     written: dict[bytes, BundleEntry] = {}
     with AtomicFiles(finals) as out:
         for shard_id, group in enumerate(plan):
-            with open_output(out.temp(finals[shard_id])) as f:
+            with open_output(out.temp(finals[shard_id])) as f, BlockStream(f) as stream:
                 offset = 0
                 for entry in group:
-                    tf_entry = _write_tensor(f, entry, shard_id, offset)
+                    tf_entry = _write_tensor(stream, entry, shard_id, offset)
                     written[entry.name.encode("utf-8")] = tf_entry
                     offset += tf_entry.size
                     if progress is not None:
@@ -328,30 +327,23 @@ def _plan_shards(ckpt: Checkpoint, max_shard_bytes: int | None) -> list[list[Ten
     return shards
 
 
-def _write_tensor(f: BinaryIO, entry: TensorEntry, shard_id: int, offset: int) -> BundleEntry:
-    """Append one tensor as BundleWriter::Add does; returns its index entry."""
+def _write_tensor(stream: BlockStream, entry: TensorEntry, shard_id: int, offset: int) -> BundleEntry:
+    """Queue one tensor as BundleWriter::Add writes it; returns its index entry."""
     dtype = dtypes.by_name(entry.dtype)
-    array = entry.read()
     if dtype.name == "string":
-        size, crc = _write_strings(f, array)
+        payload, crc = _string_bytes(entry.read())
+        stream.write(payload)
+        size = len(payload)
     else:
-        if array.dtype.newbyteorder("=") != dtype.numpy:
-            raise WriteError(
-                f"Tensor '{entry.name}': its data is {array.dtype}, its entry says {entry.dtype}."
-            )
-        array = np.ascontiguousarray(array)
-        if array.dtype.byteorder == ">":
-            array = array.astype(array.dtype.newbyteorder("<"))
-        raw = array.reshape(-1).view(np.uint8)
-        size, crc = raw.size, 0
-        for start in range(0, size, _CHUNK):  # each chunk is written while its checksum left it in cache
-            chunk = raw[start : start + _CHUNK]
-            crc = google_crc32c.extend(crc, chunk)
-            f.write(chunk)
+        crc, size = stream.tensor(entry, _crc32c), entry.nbytes
     return BundleEntry(dtype.tf_enum or 0, entry.shape, shard_id, offset, size, mask_crc(crc))
 
 
-def _write_strings(f: BinaryIO, array: np.ndarray) -> tuple[int, int]:
+def _crc32c(crc: int, data: np.ndarray) -> int:
+    return google_crc32c.extend(crc, data)
+
+
+def _string_bytes(array: np.ndarray) -> tuple[bytes, int]:
     """WriteStringTensor: varint lengths, masked CRC of the lengths, the bytes (see _decode_strings)."""
     items = [x.encode("utf-8") if isinstance(x, str) else bytes(x) for x in array.reshape(-1)]
     lengths = b"".join(encode_varint(len(x)) for x in items)
@@ -360,11 +352,9 @@ def _write_strings(f: BinaryIO, array: np.ndarray) -> tuple[int, int]:
         crc = google_crc32c.extend(crc, len(x).to_bytes(4 if len(x) <= _UINT32_MAX else 8, "little"))
     length_crc = mask_crc(crc).to_bytes(4, "little")
     crc = google_crc32c.extend(crc, length_crc)
-    f.write(lengths + length_crc)
     for x in items:
-        f.write(x)
         crc = google_crc32c.extend(crc, x)
-    return len(lengths) + 4 + sum(len(x) for x in items), crc
+    return b"".join([lengths, length_crc, *items]), crc
 
 
 def _state_file(state: Path, basename: str) -> str:

@@ -22,7 +22,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +31,8 @@ from ..atomic import AtomicFiles
 from ..errors import FormatError, UnsupportedError
 from ..tree import Checkpoint, TensorEntry
 from . import torch_pickle as tp
-from .rawio import MappedFile, file_size, little_endian_bytes, open_output, refuse_zip_bomb
+from .rawio import MappedFile, file_size, open_output, refuse_zip_bomb
+from .stream import BlockStream
 from .torch_select import select
 
 ALIGNMENT = 64  # torch.utils.serialization.config.save.storage_alignment
@@ -167,6 +168,10 @@ class _Archive:
             raise FormatError(f"{self.path}: checksum mismatch in {info.filename}; the file is damaged.")
 
 
+def _crc32(crc: int, data: np.ndarray) -> int:
+    return zlib.crc32(data, crc)
+
+
 def _plain_member_name(name: str) -> bool:
     """A relative path without `..`, `.` or empty parts (torch writes `<root>/data/<key>`; `zip -r`
     adds folders, `<root>/`)."""
@@ -193,18 +198,16 @@ def write(ckpt: Checkpoint, path: Path, *, progress: Callable[[int], None] | Non
     entries = list(ckpt.entries.values())
     pickled = _state_dict_pickle(entries, path)
     root = path.stem if re.fullmatch(r"[A-Za-z0-9_.-]+", path.stem) else "archive"
-    with AtomicFiles([path]) as out, open_output(out.temp(path)) as f:
-        zw = _ZipWriter(f, root)
+    with AtomicFiles([path]) as out, open_output(out.temp(path)) as f, BlockStream(f) as stream:
+        zw = _ZipWriter(stream, root)
         zw.add("data.pkl", pickled)
         zw.add(".format_version", b"1")
         zw.add(".storage_alignment", str(ALIGNMENT).encode())
         zw.add("byteorder", b"little")
         for i, entry in enumerate(entries):
-            data = little_endian_bytes(entry)
-            zw.add(f"data/{i}", data)
-            size, data = len(data), None  # one tensor in memory at a time
+            zw.add_tensor(f"data/{i}", entry)
             if progress is not None:
-                progress(size)
+                progress(entry.nbytes)
         zw.add("version", b"3\n")
         zw.add(".data/serialization_id", str(secrets.randbits(128)).zfill(40).encode())
         zw.finish()
@@ -293,17 +296,36 @@ class _ZipWriter:
     padding so data starts on a 64-byte boundary), data, data descriptor; zip64 end records always.
     """
 
-    def __init__(self, f: BinaryIO, root: str) -> None:
-        self.f, self.root, self.pos = f, root, 0
+    def __init__(self, out: BlockStream, root: str) -> None:
+        self.out, self.root, self.pos = out, root, 0
         self.central: list[bytes] = []
 
-    def _write(self, data: bytes | memoryview) -> None:
-        self.f.write(data)
+    def _write(self, data: bytes) -> None:
+        self.out.write(data)
         self.pos += len(data)
 
-    def add(self, name: str, data: bytes | memoryview) -> None:
+    def add(self, name: str, data: bytes) -> None:
+        """A small member whose bytes are at hand."""
+
+        def write() -> int:
+            self._write(data)
+            return zlib.crc32(data)
+
+        self._member(name, len(data), write)
+
+    def add_tensor(self, name: str, entry: TensorEntry) -> None:
+        """A storage, streamed from the entry."""
+
+        def write() -> int:
+            self.pos += entry.nbytes
+            return self.out.tensor(entry, _crc32)
+
+        self._member(name, entry.nbytes, write)
+
+    def _member(self, name: str, size: int, write: Callable[[], int]) -> None:
+        """Header, then `write()` (the bytes; it returns their CRC32), then the data descriptor."""
         full = f"{self.root}/{name}".encode()
-        size, offset = len(data), self.pos
+        offset = self.pos
         big_size, big_offset = size >= _ZIP64_AT, offset >= _ZIP64_AT
         # zip64 extra (APPNOTE 4.5.3): the sizes and/or offset that do not fit in 32 bits.
         z64 = struct.pack("<QQ", size, size) if big_size else b""
@@ -315,8 +337,7 @@ class _ZipWriter:
         local_size = _U32 if big_size else 0
         self._write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 0, flags, 0, 0, 0, 0, local_size, local_size,
                                 len(full), len(extra)) + full + extra)  # fmt: skip
-        crc = parallel.crc32(data)
-        self._write(data)
+        crc = write()
         zip64 = big_size or big_offset
         if size:  # torch's `_get_offset` expects 16 bytes here, or 24 for zip64 records
             sizes = struct.pack("<QQ", size, size) if zip64 else struct.pack("<II", size, size)

@@ -10,8 +10,9 @@ kernel split into `weight_ih` and `weight_hh`) is read once and released after i
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,7 +23,7 @@ from ..cells.model import RNN, CellRef
 from ..cells.recognize import family, find_in_entries
 from ..errors import MappingError
 from ..tree import Checkpoint, TensorEntry
-from .expr import ExprError, Node, OpNode, SourceNode
+from .expr import ExprError, Node, OpNode, SourceNode, row_blocks
 from .ops import Zeros, c_order
 from .plan import Approximation, Plan, PlannedTensor
 from .schema import CellRule, MappingSpec, MatchRule, RenameRule, Rule
@@ -281,7 +282,16 @@ class _Run:
             self.reads.claim(t.node)
         # A kept or renamed tensor keeps the key it has in the file, so restores can still find it.
         entries = [
-            TensorEntry(t.name, t.node.shape, t.node.dtype, _key(t), _loader(t.node), t.kind, t.slot_of)
+            TensorEntry(
+                t.name,
+                t.node.shape,
+                t.node.dtype,
+                _key(t),
+                _loader(t.node),
+                t.kind,
+                t.slot_of,
+                _pieces(t.node),
+            )
             for t in ordered
         ]
         out = Checkpoint(
@@ -321,6 +331,12 @@ def _loader(node: Node) -> Callable[[], np.ndarray]:
     if isinstance(node, SourceNode):
         return node.compute
     return lambda: c_order(node.compute())  # ops may hand out views (a transpose); writers want C order
+
+
+def _pieces(node: Node) -> Callable[[int], Iterator[np.ndarray]] | None:
+    if isinstance(node, SourceNode) or node.dtype == "string":
+        return None  # a source is streamed from its own array; strings are not computed by blocks
+    return functools.partial(row_blocks, node)
 
 
 def _origin(t: _Target) -> str:

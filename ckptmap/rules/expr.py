@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import ast
 import inspect
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from .. import dtypes
 from ..cells.layouts import GateLayout, layout
 from ..tree import TensorEntry
 from . import ops
@@ -70,6 +72,45 @@ class OpNode(Node):
 
     def sources(self) -> list[SourceNode]:
         return [s for i in self.inputs for s in i.sources()]
+
+
+def row_blocks(node: Node, max_bytes: int) -> Iterator[np.ndarray]:
+    """`node.compute()` in C order, as new arrays of whole leading-axis rows, about `max_bytes`
+    each: a writer streams a target a block at a time, each block filled straight from the source
+    tensors (memory maps, for most formats) by the ops that can (see `Op.fill`). Each source is
+    read once; an op that cannot fill has its whole output computed once and sliced."""
+    memo: dict[int, np.ndarray] = {}
+    root = _Bound(node, memo)
+    dtype = dtypes.by_name(node.dtype).numpy
+    if not node.shape:
+        out = np.empty((), dtype)
+        root.fill(out, ())
+        yield out
+        return
+    row_bytes = max(1, math.prod(node.shape[1:]) * dtype.itemsize)
+    step = max(1, max_bytes // row_bytes)
+    rest = tuple((0, n) for n in node.shape[1:])
+    for start in range(0, node.shape[0], step):
+        stop = min(start + step, node.shape[0])
+        out = np.empty((stop - start, *node.shape[1:]), dtype)
+        root.fill(out, ((start, stop), *rest))
+        yield out
+
+
+class _Bound:
+    """A node within one `row_blocks` evaluation: what an op's `fill` sees as an input."""
+
+    def __init__(self, node: Node, memo: dict[int, np.ndarray]) -> None:
+        self.node, self.memo, self.shape, self.dtype = node, memo, node.shape, node.dtype
+
+    def fill(self, out: np.ndarray, box: ops.Box) -> None:
+        node = self.node
+        if isinstance(node, OpNode) and node.op.fill(out, box, [_Bound(i, self.memo) for i in node.inputs]):
+            return
+        whole = self.memo.get(id(node))
+        if whole is None:
+            whole = self.memo[id(node)] = node.compute()
+        ops.copy_into(out, whole[tuple(slice(a, b) for a, b in box)])
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,18 @@
 
 Every op answers two questions: `infer(shapes, dtypes)` — what comes out, checked before anything
 is read, raising `OpError` with a message fit for a user — and `apply(arrays)` — the numpy work,
-done lazily when the target tensor is written. Ops never see names or files; the engine adds that
-context to their messages.
+done lazily when the target tensor is written. Ops that only move blocks of elements (split, cat,
+transpose, gates) and the element-wise ones also `fill` a box of their output from boxes of their
+inputs: a writer then computes a target a megabyte of rows at a time, straight from the source's
+memory map into a small buffer, instead of building whole intermediate tensors. Ops never see
+names or files; the engine adds that context to their messages.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 import numpy as np
 
@@ -17,6 +21,16 @@ from .. import dtypes, parallel
 from ..cells.layouts import GateLayout, permutation
 
 Shape = tuple[int, ...]
+Box = tuple[tuple[int, int], ...]  # [start, stop) on every axis
+
+
+class Part(Protocol):
+    """An op's input as `fill` sees it: its shape, and a way to write any box of it into `out`."""
+
+    shape: Shape
+    dtype: str
+
+    def fill(self, out: np.ndarray, box: Box) -> None: ...
 
 
 class OpError(Exception):
@@ -57,6 +71,32 @@ class Op:
     def apply(self, arrays: list[np.ndarray]) -> np.ndarray:
         raise NotImplementedError
 
+    def fill(self, out: np.ndarray, box: Box, inputs: Sequence[Part]) -> bool:
+        """Write `box` of the output into `out` (an array of the box's shape) from boxes of the
+        inputs; False if this op can only compute its whole output (the caller then slices that)."""
+        return False
+
+
+def _with(box: Box, axis: int, start: int, stop: int) -> Box:
+    return (*box[:axis], (start, stop), *box[axis + 1 :])
+
+
+def _along(out: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
+    index = [slice(None)] * out.ndim
+    index[axis] = slice(start, stop)
+    return out[tuple(index)]
+
+
+def _fill_segments(out: np.ndarray, box: Box, axis: int, segments: list[tuple[Part, int, int]]) -> None:
+    """`out` along `axis` is the segments laid end to end: (input, start, stop) on that axis each."""
+    lo, hi = box[axis]
+    at = 0  # where the segment starts in the output
+    for part, start, stop in segments:
+        a, b = max(lo, at), min(hi, at + stop - start)
+        if a < b:
+            part.fill(_along(out, axis, a - lo, b - lo), _with(box, axis, start + a - at, start + b - at))
+        at += stop - start
+
 
 @dataclass(frozen=True)
 class Split(Op):
@@ -86,6 +126,12 @@ class Split(Op):
         index[axis] = slice(start, stop)
         return arrays[0][tuple(index)]
 
+    def fill(self, out: np.ndarray, box: Box, inputs: Sequence[Part]) -> bool:
+        axis, start, _ = self._bounds(inputs[0].shape)
+        lo, hi = box[axis]
+        inputs[0].fill(out, _with(box, axis, start + lo, start + hi))
+        return True
+
 
 @dataclass(frozen=True)
 class Concat(Op):
@@ -113,6 +159,11 @@ class Concat(Op):
             return np.concatenate(arrays, axis=self.axis)
         return _side_by_side(arrays)  # [w_ih, w_hh] -> TF's kernel, and the like
 
+    def fill(self, out: np.ndarray, box: Box, inputs: Sequence[Part]) -> bool:
+        axis = _axis(self.axis, out.ndim, "cat")
+        _fill_segments(out, box, axis, [(p, 0, p.shape[axis]) for p in inputs])
+        return True
+
 
 @dataclass(frozen=True)
 class Transpose(Op):
@@ -130,10 +181,17 @@ class Transpose(Op):
         # (`x | T | gates(...)` reorders and transposes in one pass).
         return np.transpose(arrays[0], self.perm)
 
+    def fill(self, out: np.ndarray, box: Box, inputs: Sequence[Part]) -> bool:
+        # Output axis i is input axis perm[i]: the input fills the same memory seen with its axes.
+        perm = self.perm if self.perm is not None else tuple(reversed(range(out.ndim)))
+        inverse = np.argsort(perm)
+        inputs[0].fill(out.transpose(inverse), tuple(box[i] for i in inverse))
+        return True
 
-# Output blocks that read 1 KiB runs of the source and write 256-byte runs, so both sides stay
-# in cache; numpy's own copy of a large transposed matrix strides through memory, 3-4x slower.
-_BLOCK_BYTES = (1024, 256)
+
+# Blocks that read 1 KiB runs of the source and write 256-byte runs, so both sides stay in cache;
+# numpy's own copy of a large transposed matrix strides through memory, 3-4x slower.
+_RUN_READ, _RUN_WRITTEN = 1024, 256
 
 
 def c_order(array: np.ndarray) -> np.ndarray:
@@ -141,27 +199,30 @@ def c_order(array: np.ndarray) -> np.ndarray:
     out column-major (a transpose) is copied block by block, its rows shared among threads."""
     if array.flags.c_contiguous:
         return array
-    if not _column_major(array):
-        return np.ascontiguousarray(array)
     out = np.empty(array.shape, array.dtype)
-    parallel.each(parallel.ranges(out.shape[0], out.nbytes), lambda a, b: _copy_rows(out, array, a, b))
+    parallel.each(parallel.ranges(out.shape[0], out.nbytes), lambda a, b: copy_into(out[a:b], array[a:b]))
     return out
 
 
-def _column_major(array: np.ndarray) -> bool:
-    return array.ndim == 2 and array.nbytes >= 1 << 20 and abs(array.strides[0]) < abs(array.strides[1])
-
-
-def _copy_rows(out: np.ndarray, source: np.ndarray, start: int, stop: int) -> None:
-    """out[start:stop] = source[start:stop], in cache-sized blocks when `source` is column-major."""
-    if not _column_major(source):
-        out[start:stop] = source[start:stop]
+def copy_into(out: np.ndarray, source: np.ndarray) -> None:
+    """`out[...] = source`, in cache-sized blocks when one is the other's transpose in memory."""
+    if out.ndim != 2 or min(out.shape) < 2 or out.nbytes < 1 << 16:
+        out[...] = source
         return
-    rows, cols = (max(1, n // source.itemsize) for n in _BLOCK_BYTES)
-    for i in range(start, stop, rows):
-        end = min(i + rows, stop)
-        for j in range(0, source.shape[1], cols):
-            out[i:end, j : j + cols] = source[i:end, j : j + cols]
+    fast = _fast_axis(source)
+    if fast == _fast_axis(out):
+        out[...] = source
+        return
+    step = [_RUN_WRITTEN // out.itemsize] * 2
+    step[fast] = _RUN_READ // out.itemsize
+    for i in range(0, out.shape[0], step[0]):
+        for j in range(0, out.shape[1], step[1]):
+            out[i : i + step[0], j : j + step[1]] = source[i : i + step[0], j : j + step[1]]
+
+
+def _fast_axis(array: np.ndarray) -> int:
+    """The axis along which a 2-D array's elements are next to each other."""
+    return 0 if abs(array.strides[0]) < abs(array.strides[1]) else 1
 
 
 def _side_by_side(blocks: list[np.ndarray]) -> np.ndarray:
@@ -172,7 +233,7 @@ def _side_by_side(blocks: list[np.ndarray]) -> np.ndarray:
 
     def copy(start: int, stop: int) -> None:
         for block, column in zip(blocks, starts, strict=False):
-            _copy_rows(out[:, column : column + block.shape[1]], block, start, stop)
+            copy_into(out[start:stop, column : column + block.shape[1]], block[start:stop])
 
     parallel.each(parallel.ranges(out.shape[0], out.nbytes), copy)
     return out
@@ -203,6 +264,13 @@ class Gates(Op):
             return _side_by_side(ordered)
         return np.concatenate(ordered, axis=self.axis)
 
+    def fill(self, out: np.ndarray, box: Box, inputs: Sequence[Part]) -> bool:
+        axis = _axis(self.axis, out.ndim, "gates")
+        block = inputs[0].shape[axis] // len(self.source.gates)
+        order = permutation(self.source, self.target)
+        _fill_segments(out, box, axis, [(inputs[0], i * block, (i + 1) * block) for i in order])
+        return True
+
 
 @dataclass(frozen=True)
 class Arith(Op):
@@ -231,20 +299,29 @@ class Arith(Op):
 
     def apply(self, arrays: list[np.ndarray]) -> np.ndarray:
         x = np.array(arrays[0], copy=True)
-        if self.gate is None:
-            view = x
-        else:
-            assert self.layout is not None
-            n = x.shape[self.axis] // len(self.layout.gates)
-            start = self.layout.block(self.gate) * n
-            index = [slice(None)] * x.ndim
-            index[self.axis] = slice(start, start + n)
-            view = x[tuple(index)]
-        if self.operation == "add":
-            view += np.asarray(self.value, dtype=np.float64).astype(x.dtype)
-        else:
-            view *= np.asarray(self.value, dtype=np.float64).astype(x.dtype)
+        self._in_place(x, tuple((0, n) for n in x.shape), x.shape)
         return x
+
+    def fill(self, out: np.ndarray, box: Box, inputs: Sequence[Part]) -> bool:
+        inputs[0].fill(out, box)
+        self._in_place(out, box, inputs[0].shape)
+        return True
+
+    def _in_place(self, x: np.ndarray, box: Box, shape: Shape) -> None:
+        """Apply to `x`, which holds `box` of a tensor of `shape`: all of it, or the gate's block."""
+        view = x
+        if self.gate is not None:
+            assert self.layout is not None
+            axis = self.axis % len(shape)
+            n = shape[axis] // len(self.layout.gates)
+            start = self.layout.block(self.gate) * n
+            lo, hi = box[axis]
+            view = _along(x, axis, max(start, lo) - lo, max(min(start + n, hi) - lo, 0))
+        value = np.asarray(self.value, dtype=np.float64).astype(x.dtype)
+        if self.operation == "add":
+            view += value
+        else:
+            view *= value
 
 
 @dataclass(frozen=True)
@@ -266,6 +343,14 @@ class AddTensors(Op):
             out += a
         return out
 
+    def fill(self, out: np.ndarray, box: Box, inputs: Sequence[Part]) -> bool:
+        inputs[0].fill(out, box)
+        other = np.empty_like(out)
+        for part in inputs[1:]:
+            part.fill(other, box)
+            out += other
+        return True
+
 
 @dataclass(frozen=True)
 class Cast(Op):
@@ -277,6 +362,12 @@ class Cast(Op):
 
     def apply(self, arrays: list[np.ndarray]) -> np.ndarray:
         return arrays[0].astype(dtypes.by_name(self.dtype).numpy)
+
+    def fill(self, out: np.ndarray, box: Box, inputs: Sequence[Part]) -> bool:
+        source = np.empty(out.shape, dtypes.by_name(inputs[0].dtype).numpy)
+        inputs[0].fill(source, box)
+        out[...] = source  # the unsafe casting astype does
+        return True
 
 
 @dataclass(frozen=True)
@@ -316,3 +407,7 @@ class Zeros(Op):
 
     def apply(self, arrays: list[np.ndarray]) -> np.ndarray:
         return np.zeros(self.shape, dtype=dtypes.by_name(self.dtype).numpy)
+
+    def fill(self, out: np.ndarray, box: Box, inputs: Sequence[Part]) -> bool:
+        out[...] = 0
+        return True

@@ -1,0 +1,89 @@
+"""BlockStream: a writing thread that never hides an error, never outlives its writer, and never
+lets a tensor's bytes disagree with the offsets computed from its shape."""
+
+from __future__ import annotations
+
+import errno
+import io
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ckptmap.errors import FormatError, WriteError
+from ckptmap.formats import safetensors_file, tf_bundle, torch_zip
+from ckptmap.formats.stream import BlockStream
+from ckptmap.tree import Checkpoint, TensorEntry
+
+BIG = np.arange(6 << 20, dtype=np.float32).reshape(-1, 1024)  # 24 MB: several blocks
+
+
+def _entry(name: str = "w", pieces=None, array: np.ndarray = BIG) -> TensorEntry:
+    return TensorEntry(name, array.shape, "float32", name, lambda: array, pieces=pieces)
+
+
+class _DiskFillsUp(io.RawIOBase):
+    def __init__(self, room: int) -> None:
+        self.room, self.got = room, bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[override]
+        data = memoryview(data).cast("B")
+        if len(self.got) + len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.got += data
+        return len(data)
+
+
+def _writer_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "ckptmap-writer"]
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_bytes_arrive_in_order_with_their_checksum(monkeypatch, threads: str) -> None:
+    monkeypatch.setenv("CKPTMAP_THREADS", threads)
+    f = _DiskFillsUp(1 << 30)
+    with BlockStream(f) as out:
+        out.write(b"head")
+        total = out.tensor(_entry(), lambda crc, data: crc + int(data.size))
+        out.write(b"tail")
+    assert total == BIG.nbytes
+    assert bytes(f.got) == b"head" + BIG.tobytes() + b"tail"
+    assert _writer_threads() == []
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_a_full_disk_on_the_writing_thread_reaches_the_caller(monkeypatch, threads: str) -> None:
+    monkeypatch.setenv("CKPTMAP_THREADS", threads)
+    with pytest.raises(OSError, match="No space left"), BlockStream(_DiskFillsUp(5 << 20)) as out:
+        out.tensor(_entry())
+    assert _writer_threads() == []
+
+
+def _fails_after_one_block(max_bytes: int) -> Iterator[np.ndarray]:
+    yield BIG[:1]
+    raise FormatError("the source ends early")
+
+
+def _one_row_short(max_bytes: int) -> Iterator[np.ndarray]:
+    yield BIG[:-1]
+
+
+@pytest.mark.parametrize("writer", [safetensors_file, torch_zip, tf_bundle])
+def test_a_source_failing_mid_tensor_leaves_nothing(tmp_path: Path, writer) -> None:
+    ckpt = Checkpoint([_entry("a"), _entry("b", _fails_after_one_block)], format="test")
+    with pytest.raises(FormatError, match="ends early"):
+        writer.write(ckpt, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == [] and _writer_threads() == []
+
+
+@pytest.mark.parametrize("writer", [safetensors_file, torch_zip, tf_bundle])
+def test_blocks_that_disagree_with_the_shape_are_refused(tmp_path: Path, writer) -> None:
+    ckpt = Checkpoint([_entry("a", _one_row_short)], format="test")
+    with pytest.raises(WriteError, match="its shape needs"):
+        writer.write(ckpt, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
