@@ -116,8 +116,9 @@ class Checkpoint(Mapping[str, np.ndarray]):
         if classify:
             classes = kinds.classify(e.name for e in entries)
             entries = [
-                dataclasses.replace(e, kind=classes[e.name].kind, slot_of=classes[e.name].slot_of)
+                TensorEntry(e.name, e.shape, e.dtype, e.key, e.loader, c.kind, c.slot_of, e.pieces)
                 for e in entries
+                if (c := classes[e.name])  # not dataclasses.replace: 4x slower, over thousands of entries
             ]
         self.entries: dict[str, TensorEntry] = {}
         for e in entries:
