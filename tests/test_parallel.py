@@ -12,8 +12,16 @@ from ckptmap.cells.layouts import layout
 from ckptmap.rules import ops
 
 
+def test_the_fast_extra_gives_isal_crc32() -> None:
+    pytest.importorskip("isal", reason="the `fast` extra is not installed")  # CI installs [all]
+    assert parallel._crc32 is not zlib.crc32
+
+
+@pytest.mark.parametrize("implementation", ["fastest", "zlib"])
 @pytest.mark.parametrize("size", [0, 1, 7, 8 << 20, (16 << 20) + 3, 40 << 20])
-def test_crc32_in_pieces_is_zlibs(size: int) -> None:
+def test_crc32_in_pieces_is_zlibs(monkeypatch, size: int, implementation: str) -> None:
+    if implementation == "zlib":  # what runs without the `fast` extra
+        monkeypatch.setattr(parallel, "_crc32", zlib.crc32)
     data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
     assert parallel.crc32(data) == zlib.crc32(data)
     assert parallel.crc32(data, 0xDEADBEEF) == zlib.crc32(data, 0xDEADBEEF)

@@ -169,7 +169,7 @@ class _Archive:
 
 
 def _crc32(crc: int, data: np.ndarray) -> int:
-    return zlib.crc32(data, crc)
+    return parallel.crc32(data, crc)
 
 
 def _plain_member_name(name: str) -> bool:
