@@ -382,7 +382,7 @@ def machine() -> list[str]:
     disk = shutil.disk_usage(BENCH)
     mount = _mount_of(BENCH)
     versions = {}
-    for dist in ("tensorflow", "torch", "safetensors", "numpy", "typer", "ckptmap"):
+    for dist in ("tensorflow", "torch", "safetensors", "numpy", "typer", "isal", "ckptmap"):
         try:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
