@@ -382,6 +382,16 @@ def test_a_compressed_pickle_bomb_is_refused_before_inflating(capsys, tmp_path, 
     assert "decompression bomb" in convert_refused(capsys, tmp_path, src)
 
 
+def test_a_keras_archive_bomb_is_refused_before_inflating(capsys, tmp_path: Path) -> None:
+    # A .keras whose weights file declares 300 MB deflated to a few hundred KB: the same guard
+    # as torch's, before anything is inflated to memory or to a temporary file.
+    src = tmp_path / "bomb.keras"
+    with zipfile.ZipFile(src, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("config.json", '{"class_name": "Sequential", "config": {"layers": []}}')
+        zf.writestr("model.weights.h5", bytes(300 << 20))
+    assert "decompression bomb" in convert_refused(capsys, tmp_path, src)
+
+
 def test_a_view_that_repeats_its_storage_is_not_expanded(capsys, tmp_path: Path) -> None:
     # A 4-byte storage viewed with stride 0 as 2**20 x 2**20: reading it would copy 4 TB.
     torch = pytest.importorskip("torch")
