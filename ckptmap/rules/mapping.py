@@ -6,6 +6,7 @@ anything else is a path to the user's own YAML file.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable
 from collections.abc import Mapping as MappingABC
@@ -96,8 +97,9 @@ def load_spec(text: str, including: Path | None = None, _chain: tuple[str, ...] 
     return schema.parse(builtin.read_text(encoding="utf-8"), f"{text}.yaml", path=builtin, resolve=resolve)
 
 
-def builtins() -> list[BuiltinInfo]:
-    """Built-in mappings, read for their names and descriptions only."""
+@functools.cache
+def builtins() -> tuple[BuiltinInfo, ...]:
+    """Built-in mappings, read for their names and descriptions only (once: they are package data)."""
     infos = []
     for entry in sorted(_builtin_dir().iterdir(), key=lambda p: p.name):
         if entry.name.endswith(".yaml"):
@@ -106,7 +108,7 @@ def builtins() -> list[BuiltinInfo]:
             infos.append(
                 BuiltinInfo(entry.name[: -len(".yaml")], description, doc.get("from"), doc.get("to"))
             )
-    return infos
+    return tuple(infos)
 
 
 def builtin_for(source: str, target: str) -> str | None:
