@@ -52,10 +52,10 @@ _interrupted = False
 
 def init_worker(events: Any, stop: Any, threads: int) -> None:
     """The pool's initializer: keep the parent's queue and stop event, take over Ctrl-C, use
-    `threads` threads for the byte-heavy steps (unless CKPTMAP_THREADS says otherwise)."""
+    `threads` threads for the byte-heavy steps (the parent's share of its own CKPTMAP_THREADS)."""
     global _events, _stop_event
     _events, _stop_event = events, stop
-    os.environ.setdefault("CKPTMAP_THREADS", str(threads))
+    os.environ["CKPTMAP_THREADS"] = str(threads)  # the inherited value is the whole machine's
     signal.signal(signal.SIGINT, _on_sigint)
     send("worker", "", os.getpid())
 

@@ -31,10 +31,10 @@ def little_endian_blocks(entry: TensorEntry, max_bytes: int = BLOCK_BYTES) -> It
     index promised."""
     expected = dtypes.by_name(entry.dtype)
     for block in entry.blocks(max_bytes):
+        if block.dtype.byteorder == ">":  # a big-endian array handed in through the API
+            block = block.astype(block.dtype.newbyteorder("<"))
         if dtypes.from_numpy(block.dtype).name != expected.name:
             raise FormatError(f"Tensor '{entry.name}': data is {block.dtype}, the index says {entry.dtype}.")
-        if block.dtype.byteorder == ">":
-            block = block.astype(block.dtype.newbyteorder("<"))
         yield block.reshape(-1).view(np.uint8)
 
 

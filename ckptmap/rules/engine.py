@@ -52,9 +52,10 @@ class _ReadOnce:
         return SourceNode(entry, self.read)
 
     def claim(self, target: Node) -> None:
-        """Count each use of a source inside a target, so the last use releases it."""
-        for source in target.sources():
-            self.pending[id(source.entry)] = self.pending.get(id(source.entry), 0) + 1
+        """Count the targets that use each source (a target reads it once, see `Node.compute`),
+        so the last of them releases it."""
+        for key in {id(source.entry) for source in target.sources()}:
+            self.pending[key] = self.pending.get(key, 0) + 1
 
     def read(self, entry: TensorEntry) -> np.ndarray:
         key = id(entry)

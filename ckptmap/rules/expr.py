@@ -41,7 +41,9 @@ class Node:
     shape: tuple[int, ...]
     dtype: str
 
-    def compute(self) -> np.ndarray:
+    def compute(self, read: dict[int, np.ndarray] | None = None) -> np.ndarray:
+        """The whole result. `read` holds the sources already read for this target, so a source
+        it names twice (`cat(x | split(...), x | split(...))`) is read once."""
         raise NotImplementedError
 
     def sources(self) -> list[SourceNode]:
@@ -52,8 +54,12 @@ class SourceNode(Node):
     def __init__(self, entry: TensorEntry, reader: Callable[[TensorEntry], np.ndarray]) -> None:
         self.entry, self.shape, self.dtype, self._reader = entry, entry.shape, entry.dtype, reader
 
-    def compute(self) -> np.ndarray:
-        return self._reader(self.entry)
+    def compute(self, read: dict[int, np.ndarray] | None = None) -> np.ndarray:
+        if read is None:
+            return self._reader(self.entry)
+        if id(self.entry) not in read:
+            read[id(self.entry)] = self._reader(self.entry)
+        return read[id(self.entry)]
 
     def sources(self) -> list[SourceNode]:
         return [self]
@@ -67,8 +73,9 @@ class OpNode(Node):
         except OpError as e:
             raise ExprError(str(e)) from None
 
-    def compute(self) -> np.ndarray:
-        return self.op.apply([i.compute() for i in self.inputs])
+    def compute(self, read: dict[int, np.ndarray] | None = None) -> np.ndarray:
+        read = {} if read is None else read
+        return self.op.apply([i.compute(read) for i in self.inputs])
 
     def sources(self) -> list[SourceNode]:
         return [s for i in self.inputs for s in i.sources()]
@@ -108,8 +115,8 @@ class _Bound:
         if isinstance(node, OpNode) and node.op.fill(out, box, [_Bound(i, self.memo) for i in node.inputs]):
             return
         whole = self.memo.get(id(node))
-        if whole is None:
-            whole = self.memo[id(node)] = node.compute()
+        if whole is None:  # a source, or an op that cannot fill: computed whole once
+            whole = self.memo[id(node)] = node.compute(self.memo)
         ops.copy_into(out, whole[tuple(slice(a, b) for a, b in box)])
 
 

@@ -260,7 +260,8 @@ class NameFilter:
         self.literals: list[str] = []
         rest: list[str] = []
         for p in patterns:
-            literal = _required_literal(p.pattern) if not p.flags & re.IGNORECASE else None
+            # Under (?i) a match may differ in case; under (?x) the pattern's spaces are not text.
+            literal = _required_literal(p.pattern) if not p.flags & (re.IGNORECASE | re.VERBOSE) else None
             if literal:
                 self.literals.append(literal)
             else:
@@ -313,8 +314,9 @@ def _required_literal(text: str) -> str | None:
         run = ""
         if char == "\\":
             i += 1  # an escaped character: not plain, and not special
-        elif char == "[":
-            i = text.find("]", i + 2)  # a class; `]` right after `[` is a member
+        elif char == "[":  # a class; a `]` first (after any `^`) is a member, not its end
+            first = i + 2 if text.startswith("^", i + 1) else i + 1
+            i = text.find("]", first + 1)
             if i < 0:
                 return None
         elif char == "{" and depth == 0:

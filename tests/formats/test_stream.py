@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import ckptmap
 from ckptmap.errors import FormatError, WriteError
 from ckptmap.formats import safetensors_file, tf_bundle, torch_zip
 from ckptmap.formats.stream import BlockStream
@@ -87,3 +88,13 @@ def test_blocks_that_disagree_with_the_shape_are_refused(tmp_path: Path, writer)
     with pytest.raises(WriteError, match="its shape needs"):
         writer.write(ckpt, tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("writer", [safetensors_file, torch_zip, tf_bundle])
+def test_big_endian_arrays_are_stored_little_endian(tmp_path: Path, writer) -> None:
+    big = np.arange(12, dtype=">f4").reshape(3, 4)
+    ckpt = Checkpoint([TensorEntry("w", (3, 4), "float32", "w", lambda: big)], format="test")
+    path = writer.write(ckpt, tmp_path / "out")[0]
+    back = ckptmap.load(path if writer is not tf_bundle else tmp_path / "out")
+    np.testing.assert_array_equal(back["w"], big)
+    assert back["w"].dtype == np.float32

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import textwrap
+import weakref
 from collections import Counter
 
 import numpy as np
@@ -67,6 +69,34 @@ def test_apply_is_lazy_and_reads_a_shared_source_once():
     for name in out:
         out[name]
     assert READS == {"enc/rnn/lstm_cell/kernel": 1, "enc/rnn/lstm_cell/bias": 1}
+
+
+@pytest.mark.parametrize("how", ["read", "blocks"])
+def test_a_source_named_twice_in_a_target_is_read_once_and_let_go(how: str) -> None:
+    m = _mapping("""
+        rules:
+          - match: 'x'
+            to:
+              both: cat(src | split(0, 2, 0), src | split(0, 2, 1) | T | T, axis=0)
+              again: src | T
+    """)
+    loaded: list[weakref.ref] = []
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    expected = {"both": x, "again": x.T}
+
+    def load() -> np.ndarray:
+        array = x.copy()
+        loaded.append(weakref.ref(array))
+        return array
+
+    out, _ = m.run(Checkpoint([TensorEntry("x", (4, 3), "float32", "x", load)], format="test"))
+    for entry in out.entries.values():
+        got = entry.read() if how == "read" else np.concatenate(list(entry.blocks(8)))
+        np.testing.assert_array_equal(got.reshape(expected[entry.name].shape), expected[entry.name])
+    del got
+    gc.collect()
+    assert len(loaded) == 1  # one read for both targets
+    assert loaded[0]() is None  # and not kept after the last of them, though `out` still is
 
 
 def test_gru_conversion_is_declared_approximate():

@@ -12,7 +12,7 @@ from ckptmap.rules.schema import NameFilter, _required_literal
 
 FRAGMENTS = ["a", "b", "/", "_", "(^|/)", "^", "$", "(a|b)", "a|b", "b?", "a*", "a+", "a+?", "[ab]",
              "[|]", r"\(", r"\d", "(?=a)", "(?:b|/)", ".", "x{2}", "(a)", r"\1", "(?i)", "(?!a)", "(?<!/)",
-             r"\A", r"\Z", r"\b", "[^/]", r"\s"]  # fmt: skip
+             r"\A", r"\Z", r"\b", "[^/]", r"\s", "(?x)", " ", "[^]a]", "[]b]"]  # fmt: skip
 
 
 @given(
@@ -45,6 +45,12 @@ def test_literals_of_the_patterns_mappings_use() -> None:
     assert _required_literal(r"[|]ab") == "ab"  # the class is one character, the rest is required
     assert _required_literal(r"(^|/)(a_wrapper|b_wrapper)/weights$") == "/weights"
     assert _required_literal("x{2}y") == "y"
+
+
+def test_patterns_whose_text_is_not_what_they_match_still_let_their_names_through() -> None:
+    for text, name in [("(?x) lstm _cell / kernel", "rnn/lstm_cell/kernel"), ("[^]abcd]efg", "xefg"),
+                       ("(?i)KERNEL", "rnn/kernel"), ("[]a]b", "]b")]:  # fmt: skip
+        assert NameFilter([re.compile(text)]).may_match(name), text
 
 
 def test_names_no_pattern_matches_are_filtered_out() -> None:
