@@ -13,11 +13,11 @@ class CkptmapError(Exception):
     """Base of every error ckptmap raises on purpose. `hint` is an optional second line."""
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(_one_line(message))
-        self.hint = _one_line(hint) if hint is not None else None
+        super().__init__(_escape_breaks(message))
+        self.hint = _escape_breaks(hint) if hint is not None else None
 
 
-def _one_line(text: str) -> str:
+def _escape_breaks(text: str) -> str:
     # Names quoted from a damaged file may hold line breaks; shown escaped, a message stays one line.
     return str(text).translate(_ESCAPED_BREAKS)
 

@@ -50,7 +50,7 @@ def ranges(total: int, nbytes: int) -> list[tuple[int, int]]:
 
 def each(parts: Sequence[tuple[int, int]], work: Callable[[int, int], None]) -> None:
     """Run `work(start, stop)` for every part: the first in this thread, the others in the pool."""
-    if len(parts) == 1 or threading.current_thread().name.startswith(_PREFIX):
+    if len(parts) == 1 or _on_pool_thread():
         for part in parts:  # one part, or already on a pool thread, which must not wait on the pool
             work(*part)
         return
@@ -73,11 +73,15 @@ def _fastest_crc32() -> Callable[..., int]:
 _crc32 = _fastest_crc32()
 
 
+def _on_pool_thread() -> bool:
+    return threading.current_thread().name.startswith(_PREFIX)
+
+
 def crc32(data: memoryview | bytes, value: int = 0) -> int:
     """`zlib.crc32(data, value)` (ISA-L's where installed), in pieces on several threads, combined."""
     view = memoryview(data).cast("B")
     parts = ranges(len(view), len(view))
-    if len(parts) == 1:
+    if len(parts) == 1 or _on_pool_thread():  # a pool thread runs parts in turn: combining is waste
         return _crc32(view, value)
     crcs: dict[int, int] = {}
 

@@ -23,7 +23,7 @@ from ..tree import TensorEntry
 from .layouts import gate_count, kind_with_gates
 from .model import RNN, CellRef, require_layer_stacking
 
-_CELL_TYPES = {"lstm": "LSTM", "gru": "GRU", "rnn": "SimpleRNN"}
+LAYER_CLASSES = {"lstm": "LSTM", "gru": "GRU", "rnn": "SimpleRNN"}  # kind -> keras.layers class
 
 
 def find(entries: Mapping[str, TensorEntry], *, partial: bool = False) -> list[RNN]:
@@ -99,7 +99,7 @@ def _layer(
     return RNN(
         framework="keras",
         kind=kind,
-        cell_type=_CELL_TYPES[kind],
+        cell_type=LAYER_CLASSES[kind],
         scope=scope,
         input_size=input_size,
         units=units,

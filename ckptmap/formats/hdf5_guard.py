@@ -41,7 +41,8 @@ def check_global_heaps(
 
     Collections are found by their signature, so this reads the file once, at memory speed.
     Every collection of a valid file walks to exactly its end, object by object, with one free
-    block last (HDF5 compacts freed objects), so the check refuses no valid file.
+    block last (HDF5 compacts freed objects). The signature could also occur by chance inside
+    dataset bytes; such a false collection is walked too, and may be refused (not seen so far).
     """
     end = len(buf) if end is None else end
     width = _length_width(buf, start, end)

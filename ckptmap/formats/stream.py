@@ -64,13 +64,8 @@ class BlockStream:
         if self._thread is None:
             self.f.write(data)
             return
-        while True:
-            self._raise_if_failed()
-            try:
-                self._queue.put(data, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        self._raise_if_failed()
+        self._queue.put(data)  # cannot hang: the writing thread takes items even after an error
 
     def tensor(self, entry: TensorEntry, checksum: Checksum | None = None) -> int:
         """Queue the entry's data; returns its checksum (0 without one)."""

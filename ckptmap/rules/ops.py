@@ -11,7 +11,7 @@ names or files; the engine adds that context to their messages.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
@@ -122,9 +122,7 @@ class Split(Op):
 
     def apply(self, arrays: list[np.ndarray]) -> np.ndarray:
         axis, start, stop = self._bounds(arrays[0].shape)
-        index = [slice(None)] * arrays[0].ndim
-        index[axis] = slice(start, stop)
-        return arrays[0][tuple(index)]
+        return _along(arrays[0], axis, start, stop)
 
     def fill(self, out: np.ndarray, box: Box, inputs: Sequence[Part]) -> bool:
         axis, start, _ = self._bounds(inputs[0].shape)
@@ -155,9 +153,7 @@ class Concat(Op):
         return tuple(out), types[0]
 
     def apply(self, arrays: list[np.ndarray]) -> np.ndarray:
-        if arrays[0].ndim != 2 or _axis(self.axis, 2, "cat") != 1:
-            return np.concatenate(arrays, axis=self.axis)
-        return _side_by_side(arrays)  # [w_ih, w_hh] -> TF's kernel, and the like
+        return _filled(self, arrays)  # [w_ih, w_hh] -> TF's kernel: copied once, transposes tiled
 
     def fill(self, out: np.ndarray, box: Box, inputs: Sequence[Part]) -> bool:
         axis = _axis(self.axis, out.ndim, "cat")
@@ -200,7 +196,32 @@ def c_order(array: np.ndarray) -> np.ndarray:
     if array.flags.c_contiguous:
         return array
     out = np.empty(array.shape, array.dtype)
-    parallel.each(parallel.ranges(out.shape[0], out.nbytes), lambda a, b: copy_into(out[a:b], array[a:b]))
+    _by_rows(out, lambda a, b: copy_into(out[a:b], array[a:b]))
+    return out
+
+
+def _by_rows(out: np.ndarray, work: Callable[[int, int], None]) -> None:
+    """`work(start, stop)` over the rows of `out`, shared among threads when it is large."""
+    parallel.each(parallel.ranges(out.shape[0], out.nbytes), work)
+
+
+class _Whole:
+    """An input array as a `Part`: what `fill` sees when an op is applied to whole arrays."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array, self.shape, self.dtype = array, array.shape, dtypes.from_numpy(array.dtype).name
+
+    def fill(self, out: np.ndarray, box: Box) -> None:
+        copy_into(out, self.array[tuple(slice(a, b) for a, b in box)])
+
+
+def _filled(op: Op, arrays: list[np.ndarray]) -> np.ndarray:
+    """`op.apply` for an op that moves blocks: its `fill` over the whole output, by rows."""
+    parts = [_Whole(a) for a in arrays]
+    shape, _ = op.infer([p.shape for p in parts], [p.dtype for p in parts])
+    out = np.empty(shape, np.result_type(*arrays))
+    rest = tuple((0, n) for n in shape[1:])
+    _by_rows(out, lambda a, b: op.fill(out[a:b], ((a, b), *rest), parts))
     return out
 
 
@@ -225,20 +246,6 @@ def _fast_axis(array: np.ndarray) -> int:
     return 0 if abs(array.strides[0]) < abs(array.strides[1]) else 1
 
 
-def _side_by_side(blocks: list[np.ndarray]) -> np.ndarray:
-    """The 2-D arrays in `blocks` (equal row counts) concatenated along axis 1, rows shared among
-    threads; transposed blocks are transposed on the way."""
-    out = np.empty((blocks[0].shape[0], sum(b.shape[1] for b in blocks)), np.result_type(*blocks))
-    starts = np.cumsum([0] + [b.shape[1] for b in blocks])
-
-    def copy(start: int, stop: int) -> None:
-        for block, column in zip(blocks, starts, strict=False):
-            copy_into(out[start:stop, column : column + block.shape[1]], block[start:stop])
-
-    parallel.each(parallel.ranges(out.shape[0], out.nbytes), copy)
-    return out
-
-
 @dataclass(frozen=True)
 class Gates(Op):
     """Reorder the gate blocks along `axis` from one framework's order to another's."""
@@ -258,11 +265,7 @@ class Gates(Op):
         return shapes[0], types[0]
 
     def apply(self, arrays: list[np.ndarray]) -> np.ndarray:
-        blocks = np.split(arrays[0], len(self.source.gates), axis=self.axis)
-        ordered = [blocks[i] for i in permutation(self.source, self.target)]
-        if arrays[0].ndim == 2 and _axis(self.axis, 2, "gates") == 1:
-            return _side_by_side(ordered)
-        return np.concatenate(ordered, axis=self.axis)
+        return _filled(self, arrays)
 
     def fill(self, out: np.ndarray, box: Box, inputs: Sequence[Part]) -> bool:
         axis = _axis(self.axis, out.ndim, "gates")

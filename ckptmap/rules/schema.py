@@ -330,7 +330,7 @@ def _required_literal(text: str) -> str | None:
 
 
 def _cell_rule(raw: dict, common: dict, params: Mapping[str, Param]) -> CellRule:
-    _only(raw, "a cell rule", {"match", "inputs"})
+    _only(raw, "a cell rule", {"inputs"})  # `match` with `cell` is refused earlier
     source = layouts.layout(str(raw["cell"]))
     when = raw.get("when") or {}
     if not isinstance(when, dict):

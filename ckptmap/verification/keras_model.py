@@ -34,7 +34,6 @@ from .backends import backend, import_framework, quiet_stderr
 from .cases import Batch, Run
 from .outcome import Outcome
 
-_CLASSES = {"gru": "GRU", "lstm": "LSTM", "rnn": "SimpleRNN"}
 _KEY = re.compile(r"layers/(?P<cls>[a-z_]+?)(?:_(?P<n>\d+))?/")
 
 
@@ -141,7 +140,7 @@ def _build(keras: Any, plan: list[_Layer], *, plain_names: bool) -> tuple[Any, l
                 inputs.append(state)
                 initial.append(state)
         name = part.name if plain_names else f"rnn_{i}"  # TF2 object paths are not valid layer names
-        cls = getattr(keras.layers, _CLASSES[rnn.kind])
+        cls = getattr(keras.layers, keras_cells.LAYER_CLASSES[rnn.kind])
         extra = {"reset_after": bool(rnn.reset_after)} if rnn.kind == "gru" else {}
         inner = cls(rnn.units, return_sequences=True, return_state=True, use_bias=rnn.bias, **extra,
                     **({} if rnn.bidirectional else {"name": name}))  # fmt: skip
