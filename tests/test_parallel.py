@@ -17,9 +17,11 @@ def test_the_fast_extra_gives_isal_crc32() -> None:
     assert parallel._crc32 is not zlib.crc32
 
 
+@pytest.mark.parametrize("threads", ["1", "2"])  # one piece, or pieces combined
 @pytest.mark.parametrize("implementation", ["fastest", "zlib"])
 @pytest.mark.parametrize("size", [0, 1, 7, 8 << 20, (16 << 20) + 3, 40 << 20])
-def test_crc32_in_pieces_is_zlibs(monkeypatch, size: int, implementation: str) -> None:
+def test_crc32_in_pieces_is_zlibs(monkeypatch, size: int, implementation: str, threads: str) -> None:
+    monkeypatch.setenv("CKPTMAP_THREADS", threads)
     if implementation == "zlib":  # what runs without the `fast` extra
         monkeypatch.setattr(parallel, "_crc32", zlib.crc32)
     data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
@@ -40,7 +42,7 @@ def test_ranges_cover_every_row_once(monkeypatch, threads: str) -> None:
     for total in (0, 1, 2, 5, 1000):
         parts = parallel.ranges(total, 1 << 30)
         assert [i for start, stop in parts for i in range(start, stop)] == list(range(total))
-        assert len(parts) <= max(1, min(int(threads), total))
+        assert len(parts) == max(1, min(int(threads), total))
 
 
 def test_a_worker_exception_reaches_the_caller() -> None:
@@ -52,7 +54,9 @@ def test_a_worker_exception_reaches_the_caller() -> None:
         parallel.each([(0, 1), (1, 2)], work)
 
 
-def test_big_transposes_reorders_and_concatenations_match_numpy() -> None:
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_big_transposes_reorders_and_concatenations_match_numpy(monkeypatch, threads: str) -> None:
+    monkeypatch.setenv("CKPTMAP_THREADS", threads)
     x = np.random.default_rng(0).standard_normal((1024, 4096)).astype(np.float32)  # 16 MB: 2 parts
     transposed = ops.c_order(ops.Transpose().apply([x]))
     assert transposed.flags.c_contiguous and np.array_equal(transposed, x.T)

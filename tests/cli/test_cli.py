@@ -11,17 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from ckptmap.cli import main
+from tests.clirun import run
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_checkpoints"
 LSTM2 = str(SAMPLES / "tf1_lstm2")
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as done:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return done.value.code or 0, out, err
 
 
 def test_inspect_shows_tree_rnns_and_what_is_not_a_weight(capsys):

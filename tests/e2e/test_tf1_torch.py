@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ckptmap.cli import main
+from tests.clirun import ok as cli
 from tests.frameworks import inputs, run_tf1_restored, run_torch, save_tf1_rnn, torch_rnn
 
 TOL = 1e-5
@@ -27,12 +27,6 @@ EXACT = {
     "lstm-proj-2": ("lstm", {"proj": 2, "layers": 2}), "lstm-scoped": ("lstm", {"scope": "model/encoder"}),
 }  # fmt: skip
 UNSCOPED = {k: v for k, v in EXACT.items() if "scope" not in v[1]}
-
-
-def cli(*args) -> None:
-    with pytest.raises(SystemExit) as done:
-        main([str(a) for a in args])
-    assert done.value.code in (0, None)
 
 
 def load_torch(path: Path, kind: str, *, scope: str = "", **options):

@@ -25,16 +25,7 @@ import torch
 
 from ckptmap.errors import FormatError
 from ckptmap.formats import torch_legacy, torch_pickle, torch_zip
-
-
-class Call:
-    """Pickles as `func(*args)`: the REDUCE opcode every pickle exploit uses."""
-
-    def __init__(self, func: Callable, *args: object) -> None:
-        self.func, self.args = func, args
-
-    def __reduce__(self) -> tuple:
-        return self.func, self.args
+from tests.torchfiles import Call, legacy_file
 
 
 def ustr(text: str) -> bytes:
@@ -104,17 +95,10 @@ def as_zip(data: bytes, path: Path) -> Path:
     return path
 
 
-def as_legacy(data: bytes, path: Path) -> Path:
-    headers = (torch_legacy.MAGIC_NUMBER, torch_legacy.PROTOCOL_VERSION, {"little_endian": True})
-    head = b"".join(pickle.dumps(h, protocol=2) for h in headers)
-    path.write_bytes(head + data + pickle.dumps([], protocol=2))
-    return path
-
-
 CONTAINERS: dict[str, Callable[[bytes, Path], object]] = {
     "bare_pickle": lambda data, tmp: torch_pickle.unpickle(data, "attack.pkl"),
     "torch_zip": lambda data, tmp: torch_zip.read(as_zip(data, tmp / "attack.pt")),
-    "torch_legacy": lambda data, tmp: torch_legacy.read(as_legacy(data, tmp / "attack.pt")),
+    "torch_legacy": lambda data, tmp: torch_legacy.read(legacy_file(tmp / "attack.pt", data)),
 }
 
 

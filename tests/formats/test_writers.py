@@ -69,6 +69,7 @@ def test_a_failed_write_over_a_checkpoint_leaves_it_as_it_was(tmp_path: Path, fm
     path = tmp_path / DESTINATIONS[fmt]
     _write(fmt, _checkpoint(lambda: np.ones(3, np.float32)), path)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert before  # the checkpoint that must survive is there
     failure = RuntimeError("source vanished")
     with _raises(fmt, failure):
         _write(fmt, _failing(failure), path)

@@ -3,9 +3,9 @@ run down: its address space is capped (RLIMIT_AS, a few hundred MB above what it
 importing), and the test kills it when a read takes too long.
 
 Protocol: one JSON request per line on stdin, `{"path": ...}`; one JSON answer per line on
-stdout: `{"outcome": "ok" | "ckptmap" | "other", "type", "message", "traceback", "peak_kb"}`,
+stdout: `{"outcome": "ok" | "ckptmap" | "other", "type", "message", "traceback", "measured", "peak_kb"}`,
 where "ckptmap" means a CkptmapError and "other" anything else (MemoryError included), and
-`peak_kb` is how much the peak resident memory grew while reading.
+`peak_kb` is how much the peak resident memory grew while reading, when `measured`.
 
 Run as `python fuzz_worker.py HEADROOM_MB`; it prints "ready" once the limit is set.
 """
@@ -59,9 +59,10 @@ def main() -> None:
         spec.load()
     headroom = int(sys.argv[1]) << 20
     size_kb = _status_kb("VmSize")
-    if size_kb is not None:
-        limit = size_kb * 1024 + headroom
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    if size_kb is None:  # the memory cap is half of what the fuzz test checks: never run without it
+        sys.exit("fuzz_worker: no VmSize in /proc/self/status; cannot cap the address space")
+    limit = size_kb * 1024 + headroom
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     print("ready", flush=True)
     for line in sys.stdin:
         request = json.loads(line)
@@ -82,7 +83,8 @@ def main() -> None:
             }
         gc.collect()  # HDF5 shares an open file by inode: close it before the next case
         after = _status_kb("VmHWM") if measured else None
-        answer["peak_kb"] = after - before if before is not None and after is not None else 0
+        answer["measured"] = before is not None and after is not None
+        answer["peak_kb"] = after - before if answer["measured"] else 0
         print(json.dumps(answer), flush=True)
 
 

@@ -160,6 +160,7 @@ def check(answer: dict, folder: Path, what: str) -> None:
     if outcome == "ckptmap":
         assert "\n" not in message, f"{what}: a message of several lines: {message!r}"
         assert str(folder) in message, f"{what}: the message does not name the file: {message!r}"
+    assert answer["measured"], f"{what}: the worker could not measure its peak memory"
     assert answer["peak_kb"] <= PEAK_MB << 10, f"{what}: reading used {answer['peak_kb']} KB ({message})"
 
 
@@ -196,3 +197,4 @@ def test_undamaged_seeds_read(
     """The property above is only worth something if the seeds themselves read."""
     answer = worker.read(targets[name].write(tmp_path, list(targets[name].parts)))
     assert answer["outcome"] == "ok", answer
+    assert answer["measured"], "the worker cannot measure peak memory here: the memory check would pass blind"
