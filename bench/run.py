@@ -21,7 +21,7 @@ durability.
 
 Caches: "warm" runs each command once untimed first, so the source files and the tools' own code
 are in the page cache. "cold" evicts the source checkpoint's files from the page cache before every
-run (posix_fadvise DONTNEED, checked with mincore-like accounting by the kernel); library code
+run (posix_fadvise DONTNEED, which the kernel may decline for pages in use; not checked); library code
 stays cached, and on a VM the host may still cache the disk image, so cold reads are an optimistic
 stand-in for a cold disk. Outputs are deleted and dirty pages synced before every run; each run's
 own writes end in the page cache, as they do for users.
@@ -420,7 +420,8 @@ def render(header: list[str], inspect: list, convert: list, args: argparse.Names
         "",
         *header,
         "",
-        f"Medians of {args.repeats} runs, tools taking turns; each in its own process; "
+        f"Medians of {args.repeats} runs ({max(args.repeats, INSPECT_REPEATS)} for inspect), tools taking "
+        "turns; each in its own process; "
         "peak RSS from wait4 (process and children).",
         "",
     ]
