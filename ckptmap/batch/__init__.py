@@ -22,7 +22,7 @@ from .manifest import Job, Manifest, ManifestError
 from .manifest import load as load_manifest
 from .paths import PLACEHOLDERS
 from .runner import BatchProgress, Progress, run_jobs
-from .state import State, state_path
+from .state import State, exclusive, state_path
 from .worker import CANCELLED, DONE, FAILED, INTERRUPTED, SKIPPED, JobResult
 
 __all__ = [
@@ -109,10 +109,23 @@ def run_batch(
     >>> run_batch("migrate.yaml", jobs=4, report="migrate.json").exit_code   # doctest: +SKIP
     0
     """
-    started = time.perf_counter()
     if jobs is not None and jobs < 1:
         raise UsageError(f"--jobs must be at least 1, not {jobs}.")
     loaded = load_manifest(manifest)
+    with exclusive(loaded.path):
+        return _run(loaded, jobs=jobs, verify=verify, force=force, report=report, progress=progress)
+
+
+def _run(
+    loaded: Manifest,
+    *,
+    jobs: int | None,
+    verify: bool,
+    force: bool,
+    report: str | os.PathLike[str] | None,
+    progress: Progress | None,
+) -> BatchReport:
+    started = time.perf_counter()
     state = State.load(loaded.path)
     state.keep_only(loaded.jobs)
     results: dict[str, JobResult] = {}

@@ -3,11 +3,12 @@
 A job is skipped only when its output is provably what this job would write now. After each job
 that succeeds, `<manifest>.state.json` (beside the manifest, replaced atomically) records under
 its destination: the job's signature (source, destination, mappings with a content hash for
-mapping files, parameters, renames, output format, ckptmap version), the size and mtime of each
-file the source is made of, and of each file written. Any difference (a touched source, a new
-shard, an edited job, a deleted or rewritten output) runs the job again; so does a state file
-that is missing or unreadable. Paths are stored relative to the manifest's directory, so a
-migration tree copied with its timestamps (`cp -a`, rsync -a) keeps its progress.
+mapping files and the files they include, parameters, renames, output format, ckptmap version),
+the size and mtime of each file the source is made of, and of each file written. Any difference
+(a touched source, a new shard, an edited job or mapping, a deleted or rewritten output) runs the
+job again; so does a state file that is missing or unreadable. Paths are stored relative to the
+manifest's directory, so a migration tree copied with its timestamps (`cp -a`, rsync -a) keeps
+its progress.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from .. import __version__, api
 from ..atomic import AtomicFiles
+from ..errors import CkptmapError, UsageError
+from ..rules.mapping import load_spec
 from .manifest import Job
 
 VERSION = 1
@@ -40,6 +43,26 @@ def fingerprint(paths: Iterable[Path]) -> Fingerprint:
             st = os.stat(p)
             found[str(Path(p).absolute())] = [st.st_size, st.st_mtime_ns]
     return found
+
+
+@contextlib.contextmanager
+def exclusive(manifest: Path) -> Iterator[None]:
+    """Hold `manifest` for one run. A second run of it at the same time would redo the same jobs
+    and overwrite this one's record of them; it is refused instead (an advisory lock on the
+    manifest itself, released however the run ends; none where the OS has no flock)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    with open(manifest, "rb") as held:
+        try:
+            fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(
+                f"{manifest}: another `ckptmap batch` is running this manifest; let it finish first."
+            ) from None
+        yield
 
 
 class State:
@@ -116,15 +139,19 @@ class State:
         return json.loads(json.dumps(sig, default=str))
 
     def _mapping_id(self, mapping: str) -> str:
-        """A built-in name (its content is pinned by the ckptmap version), or a file and its hash."""
+        """A built-in name (its content is pinned by the ckptmap version), or a file and the hash
+        of it and of every file it includes, so editing an included file reruns the job too."""
         path = Path(mapping)
         if not path.is_absolute():
             return mapping
+        digest = hashlib.sha256()
         try:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-        except OSError:
-            digest = "unreadable"
-        return f"{self._key(path)}@sha256:{digest}"
+            for f in load_spec(mapping).files:
+                content = f.read_bytes()
+                digest.update(f"{self._key(f)}\0{len(content)}\0".encode() + content)
+        except (CkptmapError, OSError):  # the job itself will say what is wrong
+            return f"{self._key(path)}@unreadable"
+        return f"{self._key(path)}@sha256:{digest.hexdigest()[:16]}"
 
     def _key(self, path: Path) -> str:
         p = Path(path).absolute()

@@ -106,6 +106,8 @@ class MappingSpec:
     slots: str
     bookkeeping: str
     rules: tuple[Rule, ...]
+    # The file itself and every file it includes, in order: what decides the mapping (batch's hash).
+    files: tuple[Path, ...] = ()
 
 
 def load_file(path: Path, label: str | None = None, *, resolve: Resolver | None = None) -> MappingSpec:
@@ -149,6 +151,7 @@ def parse(text: str, label: str, *, path: Path | None = None, resolve: Resolver 
     rules = tuple(r for spec in included for r in spec.rules)
     rules += tuple(_rule(i + 1, raw, label, params) for i, raw in enumerate(raw_rules))
     name = str(doc.get("name") or (path.stem if path else label))
+    files = tuple(dict.fromkeys([*([path] if path else []), *(f for spec in included for f in spec.files)]))
     return MappingSpec(
         name,
         str(doc.get("description", "")).strip(),
@@ -157,6 +160,7 @@ def parse(text: str, label: str, *, path: Path | None = None, resolve: Resolver 
         doc.get("to"),
         params,
         rules=rules,
+        files=files,
         **policies,
     )
 
