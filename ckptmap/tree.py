@@ -63,17 +63,21 @@ class TensorEntry:
         return array
 
     def blocks(self, max_bytes: int = 1 << 20) -> Iterator[np.ndarray]:
-        """The data in C order as C-contiguous arrays of about `max_bytes`, whose bytes in turn are
-        the tensor's: what a writer streams. A mapped target is computed a block at a time, so the
-        whole tensor never exists in memory; any other is read and sliced (views, no copies)."""
+        """The data as C-contiguous blocks of whole leading-axis rows, about `max_bytes` each (a
+        scalar is one block), whose bytes in turn are the tensor's: what a writer streams. A mapped
+        target is computed a block at a time, so the whole tensor never exists in memory; any
+        other is read and sliced (views, no copies)."""
         if self.pieces is not None:
             with self._reading():
                 yield from self.pieces(max_bytes)
             return
-        flat = np.ascontiguousarray(self.read()).reshape(-1)
-        step = max(1, max_bytes // max(1, flat.itemsize))
-        for start in range(0, flat.size, step):
-            yield flat[start : start + step]
+        array = np.asarray(self.read(), order="C")  # ascontiguousarray would make a scalar 1-D
+        if not self.shape:
+            yield array
+            return
+        step = rows_per_block(self.shape, array.itemsize, max_bytes)
+        for start in range(0, self.shape[0], step):
+            yield array[start : start + step]
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:
@@ -86,6 +90,11 @@ class TensorEntry:
 
     def renamed(self, name: str, *, slot_of: str | None = None) -> TensorEntry:
         return dataclasses.replace(self, name=name, slot_of=slot_of)
+
+
+def rows_per_block(shape: tuple[int, ...], itemsize: int, max_bytes: int) -> int:
+    """How many leading-axis rows of a tensor make a block of at most `max_bytes` (at least one)."""
+    return max(1, max_bytes // max(1, math.prod(shape[1:]) * itemsize))
 
 
 class Checkpoint(Mapping[str, np.ndarray]):

@@ -33,6 +33,7 @@ from . import keras_names as kn
 from .hdf5_guard import SIGNATURE, check_dataset, check_global_heaps_in_file, hard_get
 from .keras2_names import INDEX, canonical_names, weight_names
 from .rawio import file_size
+from .stream import write_dataset
 
 FORMAT = "keras2"
 TOP_LEVEL = "top_level_model_weights"  # a model's own variables, outside any layer
@@ -198,7 +199,7 @@ def write(ckpt: Checkpoint, path: Path, *, progress: Callable[[int], None] | Non
     inside a layer they are ordered as tf-keras creates them (kernel, recurrent_kernel, bias;
     forward before backward; non-trainable statistics last). Names with one component go to
     `top_level_model_weights`; optimizer state and other bookkeeping to `optimizer_weights`, which
-    `load_weights` ignores. Data is written one tensor at a time; `progress(n)` gets its bytes.
+    `load_weights` ignores. Data is written a block at a time; `progress(n)` gets each tensor's bytes.
 
     >>> write(ckptmap.load("ckpt/model.ckpt"), Path("weights.h5"))   # doctest: +SKIP
     """
@@ -216,7 +217,7 @@ def write(ckpt: Checkpoint, path: Path, *, progress: Callable[[int], None] | Non
                 for group, weights in groups:
                     _save_attr(group, "weight_names", [w for w, _ in weights])
                     for w, entry in weights:
-                        group.create_dataset(w, data=_array(entry, path))
+                        write_dataset(group, w, entry)
                         if progress is not None:
                             progress(entry.nbytes)
         except CkptmapError:
@@ -286,13 +287,6 @@ def _plan(ckpt: Checkpoint, path: Path) -> tuple[dict[str, Weights], Weights, We
             raise UnsupportedError(f"{path}: two tensors of layer '{name}' would get the same weight name.")
     bookkeeping = [(INDEX.sub("", e.name.removeprefix(OPTIMIZER_PREFIX)) + ":0", e) for e in rest]
     return planned, top, bookkeeping
-
-
-def _array(entry: TensorEntry, path: Path) -> np.ndarray:
-    array = entry.read()
-    if array.dtype.newbyteorder("=") != dtypes.by_name(entry.dtype).numpy:
-        raise WriteError(f"{path}: tensor '{entry.name}' holds {array.dtype}, its entry says {entry.dtype}.")
-    return np.ascontiguousarray(array)
 
 
 # --- attributes ----------------------------------------------------------------------------

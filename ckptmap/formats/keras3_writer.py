@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
-import numpy as np
 
-from .. import dtypes, kinds
+from .. import kinds
 from ..atomic import AtomicFiles
 from ..cells.layouts import kind_with_gates
-from ..errors import CkptmapError, FormatError, UnsupportedError, WriteError
+from ..errors import CkptmapError, UnsupportedError, WriteError
 from ..tree import Checkpoint, TensorEntry
 from .keras3_h5 import CONTAINERS, one_line
 from .keras_names import (
@@ -34,6 +33,7 @@ from .keras_names import (
     layer_path,
     split,
 )
+from .stream import write_dataset
 
 _KERNEL_KEYS = {2: "dense", 3: "conv1d", 4: "conv2d", 5: "conv3d"}
 
@@ -53,7 +53,7 @@ def write(ckpt: Checkpoint, path: Path, *, progress: Callable[[int], None] | Non
     Groups are keyed as Keras keys them (by class, numbered in checkpoint order), so a model whose
     layers have these names *and this order* loads it; they carry `name` attributes (the layer
     names; `gru_cell`, `forward_gru`, ... for the parts) and the empty `vars` groups Keras writes,
-    though `load_weights` needs neither. Tensors are read and written one at a time;
+    though `load_weights` needs neither. Tensors are written a block of rows at a time;
     `progress(n)` gets each one's bytes.
 
     >>> write(read(Path("model.weights.h5")), Path("copy.weights.h5"))   # doctest: +SKIP
@@ -72,13 +72,12 @@ def write(ckpt: Checkpoint, path: Path, *, progress: Callable[[int], None] | Non
                     if name:
                         created.attrs["name"] = name
                 for entry in ckpt.entries.values():
-                    array = _array(entry, path)
-                    dataset = f.create_dataset(targets[entry.name], data=array)
-                    if entry.dtype == "bfloat16":
-                        dataset.attrs["dtype"] = "bfloat16"
-                    size, array = entry.nbytes, None  # one tensor in memory at a time
+                    if entry.dtype == "bfloat16":  # as Keras stores it
+                        write_dataset(f, targets[entry.name], entry, "V2").attrs["dtype"] = "bfloat16"
+                    else:
+                        write_dataset(f, targets[entry.name], entry)
                     if progress is not None:
-                        progress(size)
+                        progress(entry.nbytes)
         except CkptmapError:
             raise
         except (OSError, ValueError, RuntimeError, TypeError) as e:
@@ -89,6 +88,8 @@ def write(ckpt: Checkpoint, path: Path, *, progress: Callable[[int], None] | Non
 def _tree(ckpt: Checkpoint, path: Path) -> _Node:
     root = _Node("")
     for entry in ckpt.entries.values():
+        if entry.dtype == "string":
+            raise UnsupportedError(f"{path}: tensor '{entry.name}' holds strings; Keras weights are numbers.")
         objects, role = split(entry.name)
         if objects[:1] == ["optimizer"] and role.startswith("vars/"):
             node = root.attrs.setdefault("optimizer", _Node("optimizer"))  # Keras 3 optimizer state
@@ -216,15 +217,3 @@ def _group_name(node: _Node, attr: str | None) -> str | None:
     if attr in DIRECTIONS and CELL in node.attrs and (kind := _cell_kind(node.attrs[CELL])):
         return f"{attr.split('_')[0]}_{kind}"
     return None
-
-
-def _array(entry: TensorEntry, path: Path) -> np.ndarray:
-    if entry.dtype == "string":
-        raise UnsupportedError(f"{path}: tensor '{entry.name}' holds strings; Keras weights are numbers.")
-    array = entry.read()
-    if dtypes.from_numpy(array.dtype).name != entry.dtype:
-        raise FormatError(f"Tensor '{entry.name}': data is {array.dtype}, the index says {entry.dtype}.")
-    if array.dtype.byteorder == ">":
-        array = array.astype(array.dtype.newbyteorder("<"))
-    array = np.ascontiguousarray(array)
-    return array.view("V2") if entry.dtype == "bfloat16" else array  # as Keras stores bfloat16

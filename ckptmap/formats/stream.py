@@ -4,7 +4,8 @@ A byte-level writer (TF bundle, PyTorch zip, safetensors) hands its output to a 
 each tensor arrives as blocks of a few MiB (`TensorEntry.blocks`: a mapped target is computed a
 block at a time, a source is sliced from its memory map) and is checksummed while the block is
 still in cache; a second thread copies one block into the file while this one computes the next.
-At most `depth` blocks wait, so memory stays a few blocks whatever the checkpoint's size.
+At most `depth` blocks wait, so memory stays a few blocks whatever the checkpoint's size. The
+HDF5 writers (Keras) hand h5py the same blocks through `write_dataset`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -26,16 +27,42 @@ BLOCK_BYTES = 4 << 20  # measured: transposing blocks of 1 MiB runs at half the 
 Checksum = Callable[[int, np.ndarray], int]  # (running value, next bytes) -> new value
 
 
-def little_endian_blocks(entry: TensorEntry, max_bytes: int = BLOCK_BYTES) -> Iterator[np.ndarray]:
-    """The entry's data as little-endian uint8 blocks, row-major, checked against the dtype its
-    index promised."""
+def checked_blocks(entry: TensorEntry, max_bytes: int = BLOCK_BYTES) -> Iterator[np.ndarray]:
+    """The entry's data as little-endian blocks of whole rows (`TensorEntry.blocks`), checked
+    against the dtype its index promised."""
     expected = dtypes.by_name(entry.dtype)
     for block in entry.blocks(max_bytes):
         if block.dtype.byteorder == ">":  # a big-endian array handed in through the API
             block = block.astype(block.dtype.newbyteorder("<"))
         if dtypes.from_numpy(block.dtype).name != expected.name:
             raise FormatError(f"Tensor '{entry.name}': data is {block.dtype}, the index says {entry.dtype}.")
+        yield block
+
+
+def little_endian_blocks(entry: TensorEntry, max_bytes: int = BLOCK_BYTES) -> Iterator[np.ndarray]:
+    """The entry's bytes, row-major, as uint8 blocks."""
+    for block in checked_blocks(entry, max_bytes):
         yield block.reshape(-1).view(np.uint8)
+
+
+def write_dataset(group: Any, name: str, entry: TensorEntry, stored: str | None = None) -> Any:
+    """A new h5py dataset `name` in `group` holding the entry, written a block of rows at a time,
+    so a mapped target never exists whole in memory. `stored`: the file's dtype when it differs
+    (Keras 3 keeps bfloat16 as 2-byte opaque "V2")."""
+    dtype = np.dtype(stored) if stored else dtypes.by_name(entry.dtype).numpy
+    dataset = group.create_dataset(name, entry.shape, dtype)
+    rows = 0
+    for block in checked_blocks(entry):
+        if not entry.shape:
+            dataset[()] = block.view(dtype)
+            return dataset
+        dataset[rows : rows + len(block)] = block.view(dtype)
+        rows += len(block)
+    if rows != entry.shape[0]:  # what was not written would read back as zeros
+        raise WriteError(
+            f"Tensor '{entry.name}': its data came to {rows} rows, its shape needs {entry.shape[0]}."
+        )
+    return dataset
 
 
 class BlockStream:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ast
 import inspect
-import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +23,7 @@ import numpy as np
 
 from .. import dtypes
 from ..cells.layouts import GateLayout, layout
-from ..tree import TensorEntry
+from ..tree import TensorEntry, rows_per_block
 from . import ops
 from .ops import Op, OpError
 
@@ -94,8 +93,7 @@ def row_blocks(node: Node, max_bytes: int) -> Iterator[np.ndarray]:
         root.fill(out, ())
         yield out
         return
-    row_bytes = max(1, math.prod(node.shape[1:]) * dtype.itemsize)
-    step = max(1, max_bytes // row_bytes)
+    step = rows_per_block(node.shape, dtype.itemsize, max_bytes)
     rest = tuple((0, n) for n in node.shape[1:])
     for start in range(0, node.shape[0], step):
         stop = min(start + step, node.shape[0])

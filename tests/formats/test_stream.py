@@ -1,5 +1,6 @@
-"""BlockStream: a writing thread that never hides an error, never outlives its writer, and never
-lets a tensor's bytes disagree with the offsets computed from its shape."""
+"""Streaming writers: BlockStream's writing thread never hides an error, never outlives its
+writer, and never lets a tensor's bytes disagree with the offsets computed from its shape; every
+writer, the HDF5 ones too, takes a mapped target a block at a time, never whole."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 
 import ckptmap
 from ckptmap.errors import FormatError, WriteError
-from ckptmap.formats import safetensors_file, tf_bundle, torch_zip
+from ckptmap.formats import keras2_h5, keras3_writer, safetensors_file, tf_bundle, torch_zip
 from ckptmap.formats.stream import BlockStream
 from ckptmap.tree import Checkpoint, TensorEntry
 
@@ -23,6 +24,17 @@ BIG = np.arange(6 << 20, dtype=np.float32).reshape(-1, 1024)  # 24 MB: several b
 
 def _entry(name: str = "w", pieces=None, array: np.ndarray = BIG) -> TensorEntry:
     return TensorEntry(name, array.shape, "float32", name, lambda: array, pieces=pieces)
+
+
+# Every writer, with an output name it accepts; tensors are named as a Keras layer's would be.
+WRITERS = {
+    "safetensors": (safetensors_file, "out"),
+    "torch": (torch_zip, "out"),
+    "tf": (tf_bundle, "out"),
+    "keras2": (keras2_h5, "out.h5"),
+    "keras3": (keras3_writer, "out.weights.h5"),
+}
+A, B = "dense/kernel", "dense_1/kernel"
 
 
 class _DiskFillsUp(io.RawIOBase):
@@ -74,27 +86,52 @@ def _one_row_short(max_bytes: int) -> Iterator[np.ndarray]:
     yield BIG[:-1]
 
 
-@pytest.mark.parametrize("writer", [safetensors_file, torch_zip, tf_bundle])
-def test_a_source_failing_mid_tensor_leaves_nothing(tmp_path: Path, writer) -> None:
-    ckpt = Checkpoint([_entry("a"), _entry("b", _fails_after_one_block)], format="test")
+@pytest.mark.parametrize("kind", WRITERS)
+def test_a_source_failing_mid_tensor_leaves_nothing(tmp_path: Path, kind: str) -> None:
+    writer, name = WRITERS[kind]
+    ckpt = Checkpoint([_entry(A), _entry(B, _fails_after_one_block)], format="test")
     with pytest.raises(FormatError, match="ends early"):
-        writer.write(ckpt, tmp_path / "out")
+        writer.write(ckpt, tmp_path / name)
     assert list(tmp_path.iterdir()) == [] and _writer_threads() == []
 
 
-@pytest.mark.parametrize("writer", [safetensors_file, torch_zip, tf_bundle])
-def test_blocks_that_disagree_with_the_shape_are_refused(tmp_path: Path, writer) -> None:
-    ckpt = Checkpoint([_entry("a", _one_row_short)], format="test")
+@pytest.mark.parametrize("kind", WRITERS)
+def test_blocks_that_disagree_with_the_shape_are_refused(tmp_path: Path, kind: str) -> None:
+    writer, name = WRITERS[kind]
+    ckpt = Checkpoint([_entry(A, _one_row_short)], format="test")
     with pytest.raises(WriteError, match="its shape needs"):
-        writer.write(ckpt, tmp_path / "out")
+        writer.write(ckpt, tmp_path / name)
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("writer", [safetensors_file, torch_zip, tf_bundle])
-def test_big_endian_arrays_are_stored_little_endian(tmp_path: Path, writer) -> None:
+@pytest.mark.parametrize("kind", WRITERS)
+def test_big_endian_arrays_are_stored_little_endian(tmp_path: Path, kind: str) -> None:
+    writer, name = WRITERS[kind]
     big = np.arange(12, dtype=">f4").reshape(3, 4)
-    ckpt = Checkpoint([TensorEntry("w", (3, 4), "float32", "w", lambda: big)], format="test")
-    path = writer.write(ckpt, tmp_path / "out")[0]
-    back = ckptmap.load(path if writer is not tf_bundle else tmp_path / "out")
-    np.testing.assert_array_equal(back["w"], big)
-    assert back["w"].dtype == np.float32
+    ckpt = Checkpoint([TensorEntry(A, (3, 4), "float32", A, lambda: big)], format="test")
+    path = writer.write(ckpt, tmp_path / name)[0]
+    [back] = ckptmap.load(path if writer is not tf_bundle else tmp_path / name).values()
+    np.testing.assert_array_equal(back, big)
+    assert back.dtype == np.float32
+
+
+def _never_whole() -> np.ndarray:
+    raise AssertionError("the writer read the whole tensor")
+
+
+@pytest.mark.parametrize("kind", WRITERS)
+def test_a_mapped_target_is_written_a_block_at_a_time(tmp_path: Path, kind: str) -> None:
+    writer, name = WRITERS[kind]
+    asked: list[int] = []
+
+    def pieces(max_bytes: int) -> Iterator[np.ndarray]:
+        step = max_bytes // BIG[0].nbytes
+        for start in range(0, len(BIG), step):
+            asked.append(start)
+            yield BIG[start : start + step].copy()
+
+    entry = TensorEntry(A, BIG.shape, "float32", A, _never_whole, pieces=pieces)
+    path = writer.write(Checkpoint([entry], format="test"), tmp_path / name)[0]
+    [back] = ckptmap.load(path if writer is not tf_bundle else tmp_path / name).values()
+    np.testing.assert_array_equal(back, BIG)
+    assert len(asked) > 1
