@@ -128,6 +128,7 @@ def _run(
     started = time.perf_counter()
     state = State.load(loaded.path)
     state.keep_only(loaded.jobs)
+    state.pin(loaded.jobs)
     results: dict[str, JobResult] = {}
     todo: list[Job] = []
     for job in loaded.jobs:

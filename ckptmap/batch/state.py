@@ -24,7 +24,7 @@ from typing import Any
 from .. import __version__, api
 from ..atomic import AtomicFiles
 from ..errors import CkptmapError, UsageError
-from ..rules.mapping import load_spec
+from ..rules.mapping import builtin_name, load_spec
 from .manifest import Job
 
 VERSION = 1
@@ -45,23 +45,34 @@ def fingerprint(paths: Iterable[Path]) -> Fingerprint:
     return found
 
 
+def lock_path(manifest: Path) -> Path:
+    return manifest.with_name(manifest.name + ".lock")
+
+
 @contextlib.contextmanager
 def exclusive(manifest: Path) -> Iterator[None]:
     """Hold `manifest` for one run. A second run of it at the same time would redo the same jobs
-    and overwrite this one's record of them; it is refused instead (an advisory lock on the
-    manifest itself, released however the run ends; none where the OS has no flock)."""
+    and overwrite this one's record of them; it is refused instead. The lock is an flock on
+    `<manifest>.lock` (kept: deleting it would let a third run lock a new file while the second
+    still holds the old), released however the run ends. Where no lock can be had (no flock on
+    Windows, none over some NFS or FUSE mounts, a read-only folder) the run goes on unguarded."""
     try:
         import fcntl
     except ImportError:  # Windows
         yield
         return
-    with open(manifest, "rb") as held:
+    path = lock_path(manifest)
+    with contextlib.ExitStack() as stack:
         try:
+            held = stack.enter_context(open(path, "ab"))  # writable: NFS makes flock a write lock
             fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise UsageError(
-                f"{manifest}: another `ckptmap batch` is running this manifest; let it finish first."
+                f"{manifest}: another `ckptmap batch` is running this manifest ({path.name} is "
+                "locked); let it finish first."
             ) from None
+        except OSError:  # ENOLCK, EOPNOTSUPP, EROFS, ...: no lock to be had here
+            pass
         yield
 
 
@@ -70,6 +81,14 @@ class State:
 
     def __init__(self, path: Path, root: Path, entries: dict[str, dict[str, Any]]) -> None:
         self.path, self.root, self.entries = path, root, entries
+        self._mapping_ids: dict[str, str] = {}  # hashed once a run: see `pin`
+
+    def pin(self, jobs: Iterable[Job]) -> None:
+        """Hash the jobs' mapping files now, before any job runs: a job is then recorded with
+        the mappings it started from, even if one is edited while the batch runs (the next run
+        sees the edit), and each file is read once, however many jobs share it."""
+        for job in jobs:
+            self.signature(job)
 
     @classmethod
     def load(cls, manifest: Path) -> State:
@@ -140,13 +159,22 @@ class State:
 
     def _mapping_id(self, mapping: str) -> str:
         """A built-in name (its content is pinned by the ckptmap version), or a file and the hash
-        of it and of every file it includes, so editing an included file reruns the job too."""
+        of it and of every mapping file it includes, so editing an included file reruns the job
+        too (included built-ins count by name, wherever ckptmap is installed)."""
         path = Path(mapping)
         if not path.is_absolute():
             return mapping
+        if mapping not in self._mapping_ids:
+            self._mapping_ids[mapping] = self._hash_mapping(path)
+        return self._mapping_ids[mapping]
+
+    def _hash_mapping(self, path: Path) -> str:
         digest = hashlib.sha256()
         try:
-            for f in load_spec(mapping).files:
+            for f in load_spec(str(path)).files:
+                if (name := builtin_name(f)) is not None:
+                    digest.update(f"builtin:{name}\0".encode())
+                    continue
                 content = f.read_bytes()
                 digest.update(f"{self._key(f)}\0{len(content)}\0".encode() + content)
         except (CkptmapError, OSError):  # the job itself will say what is wrong

@@ -222,7 +222,7 @@ def write(ckpt: Checkpoint, path: Path, *, progress: Callable[[int], None] | Non
                             progress(entry.nbytes)
         except CkptmapError:
             raise
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, TypeError) as e:  # TypeError: h5py given a block of the wrong shape
             raise WriteError(f"{path}: could not write ({_write_reason(e)}).") from e
     return [path]
 

@@ -51,17 +51,15 @@ def write_dataset(group: Any, name: str, entry: TensorEntry, stored: str | None 
     (Keras 3 keeps bfloat16 as 2-byte opaque "V2")."""
     dtype = np.dtype(stored) if stored else dtypes.by_name(entry.dtype).numpy
     dataset = group.create_dataset(name, entry.shape, dtype)
-    rows = 0
+    rows, needed = 0, entry.shape[0] if entry.shape else 1
     for block in checked_blocks(entry):
         if not entry.shape:
             dataset[()] = block.view(dtype)
             return dataset
         dataset[rows : rows + len(block)] = block.view(dtype)
         rows += len(block)
-    if rows != entry.shape[0]:  # what was not written would read back as zeros
-        raise WriteError(
-            f"Tensor '{entry.name}': its data came to {rows} rows, its shape needs {entry.shape[0]}."
-        )
+    if rows != needed:  # what was not written would read back as zeros
+        raise WriteError(f"Tensor '{entry.name}': its data came to {rows} rows, its shape needs {needed}.")
     return dataset
 
 

@@ -97,6 +97,11 @@ def load_spec(text: str, including: Path | None = None, _chain: tuple[str, ...] 
     return schema.parse(builtin.read_text(encoding="utf-8"), f"{text}.yaml", path=builtin, resolve=resolve)
 
 
+def builtin_name(path: Path) -> str | None:
+    """The name of the built-in mapping `path` is, if it is one (None for a user's file)."""
+    return path.stem if path.suffix == ".yaml" and path.parent == _builtin_dir() else None
+
+
 @functools.cache
 def builtins() -> tuple[BuiltinInfo, ...]:
     """Built-in mappings, read for their names and descriptions only (once: they are package data)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import shutil
 from pathlib import Path
@@ -10,6 +9,11 @@ from pathlib import Path
 import pytest
 from safetensors.numpy import load_file
 
+from ckptmap.batch import run_batch
+from ckptmap.batch.manifest import load as load_manifest
+from ckptmap.batch.state import State
+from ckptmap.errors import UsageError
+from ckptmap.rules import mapping
 from tests.clirun import run
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_checkpoints"
@@ -54,16 +58,46 @@ def test_editing_a_file_the_mapping_includes_reruns_the_job(tree, capsys):
     assert all(k.startswith("next.") for k in load_file(tree / "out" / "gru.safetensors"))
 
 
-def test_a_second_run_of_the_same_manifest_is_refused_and_writes_nothing(tree, capsys):
-    with open(tree / "migrate.yaml", "rb") as held:  # what a running `ckptmap batch` holds
+def test_a_second_run_while_one_runs_is_refused_and_writes_nothing(tree, capsys):
+    (tree / "migrate.yaml").write_text(
+        "jobs:\n  - {src: tf1_gru, dst: out/a.pt, mapping: tf1-to-torch}\n"
+        "  - {src: tf1_gru, dst: out/b.pt, mapping: tf1-to-torch}\n"
+    )
+    refused: list[str] = []
+
+    def second_run(progress) -> None:  # called while the first run is going
+        if progress.done == 1 and not refused:
+            with pytest.raises(UsageError) as e:
+                run_batch(tree / "migrate.yaml", jobs=1, report=tree / "second.json")
+            refused.append(str(e.value))
+
+    first = run_batch(tree / "migrate.yaml", jobs=1, progress=second_run)
+    assert first.exit_code == 0 and refused == [
+        f"{tree / 'migrate.yaml'}: another `ckptmap batch` is running this manifest "
+        "(migrate.yaml.lock is locked); let it finish first."
+    ]
+    assert not (tree / "second.json").exists()
+    assert run_batch(tree / "migrate.yaml", jobs=1).exit_code == 0  # released: runs, skips both
+
+
+def test_a_refused_run_leaves_no_output_and_no_state(tree, capsys):
+    import fcntl  # POSIX, as the lock is
+
+    with open(tree / "migrate.yaml.lock", "ab") as held:  # what a running `ckptmap batch` holds
         fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         code, err, report = batch(capsys, tree)
-    assert code == 2 and report == {}
-    assert err.strip() == (
-        f"Error: {tree / 'migrate.yaml'}: another `ckptmap batch` is running this manifest; "
-        "let it finish first."
-    )
+    assert code == 2 and report == {} and "another `ckptmap batch` is running" in err
     assert not (tree / "out").exists() and not (tree / "migrate.yaml.state.json").exists()
 
-    code, err, report = batch(capsys, tree)  # released: it runs
-    assert code == 0 and status(report) == "done", err
+
+def test_an_included_built_in_counts_by_name_wherever_ckptmap_is_installed(tree, monkeypatch):
+    (tree / "maps" / "parts" / "base.yaml").write_text("include: [tf1-to-torch]\n" + BASE % "base.")
+    [job] = load_manifest(tree / "migrate.yaml").jobs
+    here = State.load(tree / "migrate.yaml").signature(job)["mapping"]
+    moved = tree / "elsewhere" / "mappings"
+    shutil.copytree(mapping._builtin_dir(), moved)
+    monkeypatch.setattr(mapping, "_builtin_dir", lambda: moved)
+    assert State.load(tree / "migrate.yaml").signature(job)["mapping"] == here
+    built_in = moved / "tf1-to-torch.yaml"
+    built_in.write_text(built_in.read_text() + "# another build of the same version\n")
+    assert State.load(tree / "migrate.yaml").signature(job)["mapping"] == here
