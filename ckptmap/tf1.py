@@ -12,9 +12,10 @@ it is an error, unless `init_missing=True` runs its own initializer, and the rep
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from collections.abc import Mapping as MappingABC
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -111,34 +112,34 @@ def assignment_map(
     """
     src, mapped, plan = prepare(source, "tf1", mapping, params, rename)
     names = [e.name for e in mapped.weights() if _under(e.name, scope)]
+
+    def new_dir() -> str:  # made only if a checkpoint must be written
+        return workdir or tempfile.mkdtemp(prefix="ckptmap-")
+
+    path, keys = _tf_checkpoint(src, mapped, plan, names, new_dir)
+    return AssignmentMap(path, {keys[n]: n for n in names})
+
+
+@contextlib.contextmanager
+def _checkpoint_for(
+    src: Checkpoint, mapped: Checkpoint, plan: Plan, names: Iterable[str]
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """`_tf_checkpoint` for the length of a restore: one it writes is removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="ckptmap-restore-") as tmp:
+        yield _tf_checkpoint(src, mapped, plan, list(names), lambda: tmp)
+
+
+def _tf_checkpoint(
+    src: Checkpoint, mapped: Checkpoint, plan: Plan, names: list[str], directory: Callable[[], str]
+) -> tuple[str, dict[str, str]]:
+    """A TF checkpoint holding the named tensors, and each name's key in it: the source itself
+    when they are only renamed, else one written to `directory()/model.ckpt` (asked for only then)."""
     if src.format in _TF_FORMATS and _all_plain(plan, names):
-        return AssignmentMap(str(src.path), {mapped.entries[n].key: n for n in names})
-    prefix = Path(workdir or tempfile.mkdtemp(prefix="ckptmap-")) / "model.ckpt"
-    api.save(
-        Checkpoint([mapped.entries[n] for n in names], format="tf"), prefix, format="tf", sources=src.files
-    )
-    return AssignmentMap(str(prefix), {n: n for n in names})
-
-
-class _checkpoint_for:
-    """A TF checkpoint holding the wanted tensors: the source itself when they are only renamed,
-    else a temporary one removed afterwards. Yields (prefix, graph name -> key in that file)."""
-
-    def __init__(self, src: Checkpoint, mapped: Checkpoint, plan: Plan, wanted: dict[str, Any]) -> None:
-        self.src, self.mapped, self.plan, self.wanted = src, mapped, plan, wanted
-        self.tmp: tempfile.TemporaryDirectory[str] | None = None
-
-    def __enter__(self) -> tuple[str, dict[str, str]]:
-        if self.src.format in _TF_FORMATS and _all_plain(self.plan, self.wanted):
-            return str(self.src.path), {n: self.mapped.entries[n].key for n in self.wanted}
-        self.tmp = tempfile.TemporaryDirectory(prefix="ckptmap-restore-")
-        prefix = Path(self.tmp.name) / "model.ckpt"
-        api.save(Checkpoint([self.mapped.entries[n] for n in self.wanted], format="tf"), prefix, format="tf")
-        return str(prefix), {n: n for n in self.wanted}
-
-    def __exit__(self, *exc: object) -> None:
-        if self.tmp is not None:
-            self.tmp.cleanup()
+        return str(src.path), {n: mapped.entries[n].key for n in names}
+    prefix = Path(directory()) / "model.ckpt"
+    wanted = Checkpoint([mapped.entries[n] for n in names], format="tf")
+    api.save(wanted, prefix, format="tf", sources=src.files)
+    return str(prefix), {n: n for n in names}
 
 
 def _all_plain(plan: Plan, names: Any) -> bool:
