@@ -30,6 +30,7 @@ from .keras_names import (
     LAYER_KEYS,
     LAYER_ROLES,
     RNN_CELL_ROLES,
+    UniqueKeys,
     layer_path,
     split,
 )
@@ -135,12 +136,9 @@ def _place(
     groups[f"{prefix}vars"] = _group_name(node, attr)
     for role, index in _indices(node, attr, path).items():
         targets[node.vars[role].name] = f"{prefix}vars/{index}"
-    used: dict[str, int] = {}
+    unique = UniqueKeys()
     for child in node.layers.values():
-        base = _class_key(child)
-        key = base if base not in used else f"{base}_{used[base] + 1}"  # saving_lib._get_unique_name
-        used[base] = used.get(base, -1) + 1
-        _place(child, f"{prefix}layers/{key}", None, groups, targets, path)
+        _place(child, f"{prefix}layers/{unique(_class_key(child))}", None, groups, targets, path)
     for name, child in node.attrs.items():
         _place(child, f"{prefix}{name}", name, groups, targets, path)
 

@@ -29,6 +29,7 @@ from ..errors import CkptmapError, FormatError, UnsupportedError
 from ..tree import Checkpoint
 from .hdf5_guard import check_global_heaps, check_global_heaps_in_file
 from .keras3_h5 import LayerInfo, Opener, read_h5, snake_case
+from .keras_names import UniqueKeys
 from .rawio import file_size, refuse_zip_bomb
 
 WEIGHTS, CONFIG, METADATA = "model.weights.h5", "config.json", "metadata.json"
@@ -93,15 +94,13 @@ def layers_from_config(config: Any) -> tuple[dict[str, LayerInfo], list[str]]:
     def model(node: Any, where: str, names: str) -> None:
         inner = node.get("config") if isinstance(node, dict) else None
         items = inner.get("layers") if isinstance(inner, dict) else None
-        used: dict[str, int] = {}
+        unique = UniqueKeys()
         for item in items if isinstance(items, list) else ():
             conf = item.get("config") if isinstance(item, dict) else None
             class_name, name = item.get("class_name") if conf else None, conf.get("name") if conf else None
             if not isinstance(class_name, str) or not isinstance(name, str):
                 continue
-            base = snake_case(class_name)
-            key = base if base not in used else f"{base}_{used[base] + 1}"  # saving_lib._get_unique_name
-            used[base] = used.get(base, -1) + 1
+            key = unique(snake_case(class_name))  # an InputLayer takes its key too
             if class_name == "InputLayer":
                 continue
             found[f"{where}layers/{key}"] = LayerInfo(name, class_name, conf)

@@ -104,3 +104,15 @@ def split(name: str) -> tuple[list[str], str]:
 def layer_path(path: Sequence[str]) -> list[str]:
     """The layer components of an object path (drops `cell`, `forward_layer`, `backward_layer`)."""
     return [p for p in path if p not in ATTRIBUTES]
+
+
+class UniqueKeys:
+    """The keys Keras 3 gives the layers of one container in its weights file: `dense`, `dense_1`,
+    `dense_2`, ... per class name, in layer order (keras saving_lib._get_unique_name)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, int] = {}
+
+    def __call__(self, base: str) -> str:
+        count = self._seen[base] = self._seen.get(base, -1) + 1
+        return f"{base}_{count}" if count else base
