@@ -24,7 +24,7 @@ from .errors import MappingError, UsageError
 from .pipeline import apply, resolve_mappings
 from .rules.mapping import builtin_for
 from .rules.plan import Plan
-from .suggest import closest
+from .suggest import pair
 from .tree import Checkpoint
 
 Source = str | os.PathLike[str] | Checkpoint
@@ -133,10 +133,7 @@ def check(report: LoadReport, *, model: dict[str, Shape], provided: dict[str, Sh
         elif provided[name] != shape:
             report.mismatched.append((name, shape, provided[name]))
     report.unexpected = [Named(n, s) for n, s in provided.items() if n not in model]
-    for m in report.missing:
-        m.suggestion = closest(m.name, m.shape, [(u.name, u.shape) for u in report.unexpected])
-    for u in report.unexpected:
-        u.suggestion = closest(u.name, u.shape, [(m.name, m.shape) for m in report.missing])
+    pair(report.missing, report.unexpected)
 
 
 def refuse_incomplete(report: LoadReport, *, what: str, hint: str) -> None:

@@ -22,7 +22,7 @@ from ..pipeline import apply, as_written, resolve_mappings
 from ..recognition import Recognized, recognize
 from ..rules.mapping import Mapping, builtin_for
 from ..rules.plan import Plan
-from ..suggest import closest
+from ..suggest import pair
 from .backends import backend, framework_of
 from .cases import CASES, FIRST_STEP, Case, batches, nudged
 from .report import (
@@ -126,7 +126,7 @@ def verify_into(
                 )
             )
         unused = [Missing(e.name, e.shape) for e in ckpt.weights() if e.name not in expected]
-        _suggest(results, unused)
+        pair([m for r in results for m in r.missing], unused)
         hints = []
         if any(r.legacy for r in found) and any(res.missing for res in results):
             hints.append("The checkpoint uses TF <= 1.1 names; convert with --mapping tf1-legacy-names.")
@@ -244,12 +244,3 @@ def _why(outcome: Any) -> str:
         name, wants, has = outcome.mismatched[0]
         return f"'{name}' has shape {list(has)}, the model needs {list(wants)}"
     return outcome.error or "unknown"
-
-
-def _suggest(results: list[RestoreResult], unused: list[Missing]) -> None:
-    """Pair each missing name with the closest unused checkpoint name of the same shape, and back."""
-    missing = [m for r in results for m in r.missing]
-    for m in missing:
-        m.suggestion = closest(m.name, m.shape, [(u.name, u.shape) for u in unused])
-    for u in unused:
-        u.suggestion = closest(u.name, u.shape, [(m.name, m.shape) for m in missing])
