@@ -22,6 +22,11 @@ from .. import dtypes, parallel
 from ..errors import FormatError, WriteError
 from ..tree import TensorEntry
 
+# How often an idle writer looks whether it should stop, and how long an exit on an exception
+# waits for it: a block in flight is written in well under a second; a writer still busy after
+# this is stuck on the queue's lock (see BlockStream), and Ctrl-C must not hang on it.
+_POLL, _STOP_WAIT = 0.1, 5.0
+
 BLOCK_BYTES = 4 << 20  # measured: transposing blocks of 1 MiB runs at half the speed of 4 MiB ones
 
 Checksum = Callable[[int, np.ndarray], int]  # (running value, next bytes) -> new value
@@ -69,12 +74,17 @@ class BlockStream:
     Leaving the block waits for every write; an error on the writing thread (a full disk) comes
     out of the next `write`/`tensor` call or the exit. `f` is the stream's alone until then.
     Without a second core (`CKPTMAP_THREADS=1`) it writes inline.
+
+    Leaving on an exception (Ctrl-C) drops what is queued and touches the queue no more: a
+    KeyboardInterrupt that lands between a lock's acquire and the `with` block around it leaves
+    the lock held (CPython bpo-29988); waiting on the queue then hung forever, as seen in CI.
     """
 
     def __init__(self, f: BinaryIO, depth: int = 3) -> None:
         self.f = f
         self._queue: queue.Queue[np.ndarray | bytes | None] = queue.Queue(depth)
         self._error: BaseException | None = None
+        self._stopping = False  # set by an exit on an exception; the writer quits without None
         self._thread: threading.Thread | None = None
         if parallel.workers() > 1:
             self._thread = threading.Thread(target=self._drain, name="ckptmap-writer", daemon=True)
@@ -112,23 +122,26 @@ class BlockStream:
         if self._thread is None:
             return
         if exc_type is not None:  # stop at once: what is still queued is not wanted
-            while True:
-                try:
-                    self._queue.get_nowait()
-                except queue.Empty:
-                    break
+            self._stopping = True
+            self._thread.join(_STOP_WAIT)  # a lock's acquire with a timeout, outside any `with`
+            return
         self._queue.put(None)
         self._thread.join()
-        if exc_type is None:
-            self._raise_if_failed()
+        self._raise_if_failed()
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
             raise self._error
 
     def _drain(self) -> None:
-        while (data := self._queue.get()) is not None:
-            if self._error is not None:
+        while not self._stopping:
+            try:
+                data = self._queue.get(timeout=_POLL)  # a timeout, to see `_stopping` when idle
+            except queue.Empty:
+                continue
+            if data is None:
+                return
+            if self._error is not None or self._stopping:
                 continue  # keep taking items so the producer is never stuck on a full queue
             try:
                 self.f.write(data)

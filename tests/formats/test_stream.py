@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import io
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,6 +75,35 @@ def test_a_full_disk_on_the_writing_thread_reaches_the_caller(monkeypatch, threa
     monkeypatch.setenv("CKPTMAP_THREADS", threads)
     with pytest.raises(OSError, match="No space left"), BlockStream(_DiskFillsUp(5 << 20)) as out:
         out.tensor(_entry())
+    assert _writer_threads() == []
+
+
+def test_an_exit_on_ctrl_c_never_waits_on_the_queue(monkeypatch) -> None:
+    """CI once hung here: a Ctrl-C between a lock's acquire and its `with` block leaves the queue's
+    lock held, and an exit that drained the queue waited on it forever."""
+    monkeypatch.setenv("CKPTMAP_THREADS", "2")
+    stream = BlockStream(_DiskFillsUp(1 << 30))
+    left: list[str] = []
+
+    def interrupted() -> None:
+        try:
+            with stream as out:
+                out.write(b"head")
+                stream._queue.mutex.acquire()  # what such a Ctrl-C leaves behind
+                raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            left.append("out")
+
+    caller = threading.Thread(target=interrupted, daemon=True)
+    started = time.monotonic()
+    caller.start()
+    caller.join(30)
+    try:
+        assert left == ["out"] and time.monotonic() - started < 10
+    finally:
+        stream._queue.mutex.release()  # the writer, stuck on it, can now see it should stop
+    for thread in _writer_threads():
+        thread.join(5)
     assert _writer_threads() == []
 
 

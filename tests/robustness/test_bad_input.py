@@ -763,8 +763,9 @@ def test_ctrl_c_in_the_middle_of_a_write_leaves_nothing(
     tmp_path: Path, gigabyte_source: Path, to: str
 ) -> None:
     dst = tmp_path / WRITERS[to]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ckptmap", "convert", str(gigabyte_source), str(dst), "--to", to],
+    command = ["convert", str(gigabyte_source), str(dst), "--to", to]
+    process = subprocess.Popen(  # -X faulthandler: a hang below dumps its threads (SIGABRT)
+        [sys.executable, "-X", "faulthandler", "-m", "ckptmap", *command],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -777,7 +778,12 @@ def test_ctrl_c_in_the_middle_of_a_write_leaves_nothing(
         time.sleep(0.005)
     assert process.poll() is None, "the conversion finished before it could be interrupted"
     process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
+    try:
+        _, err = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        _, err = process.communicate(timeout=60)
+        pytest.fail(f"still running 120 s after Ctrl-C; where its threads were:\n{err}")
     assert process.returncode == 130, err
     assert err == INTERRUPTED + "\n" and "Traceback" not in err
     assert not dst.parent.exists(), list(dst.parent.iterdir())
