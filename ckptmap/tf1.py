@@ -125,8 +125,12 @@ def _checkpoint_for(
     src: Checkpoint, mapped: Checkpoint, plan: Plan, names: Iterable[str]
 ) -> Iterator[tuple[str, dict[str, str]]]:
     """`_tf_checkpoint` for the length of a restore: one it writes is removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix="ckptmap-restore-") as tmp:
-        yield _tf_checkpoint(src, mapped, plan, list(names), lambda: tmp)
+    with contextlib.ExitStack() as stack:
+
+        def temporary() -> str:  # made only if a checkpoint must be written
+            return stack.enter_context(tempfile.TemporaryDirectory(prefix="ckptmap-restore-"))
+
+        yield _tf_checkpoint(src, mapped, plan, list(names), temporary)
 
 
 def _tf_checkpoint(

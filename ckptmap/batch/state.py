@@ -84,9 +84,9 @@ class State:
         self._mapping_ids: dict[str, str] = {}  # hashed once a run: see `pin`
 
     def pin(self, jobs: Iterable[Job]) -> None:
-        """Hash the jobs' mapping files now, before any job runs: a job is then recorded with
-        the mappings it started from, even if one is edited while the batch runs (the next run
-        sees the edit), and each file is read once, however many jobs share it."""
+        """Hash the jobs' mapping files now, before any job runs (also under --force): a job is
+        then recorded with the mappings it started from, even if one is edited while the batch
+        runs (the next run sees the edit), and a file many jobs share is hashed once a run."""
         for job in jobs:
             self.signature(job)
 

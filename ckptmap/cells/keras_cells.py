@@ -18,12 +18,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..errors import MappingError
-from ..formats.keras_names import CELL, DIRECTIONS, LAYER_KEYS, RNN_CELL_ROLES
+from ..formats.keras_names import CELL, DIRECTIONS, LAYER_CLASSES, LAYER_KEYS, RNN_CELL_ROLES
 from ..tree import TensorEntry
 from .layouts import gate_count, kind_with_gates
 from .model import RNN, CellRef, require_layer_stacking
-
-LAYER_CLASSES = {"lstm": "LSTM", "gru": "GRU", "rnn": "SimpleRNN"}  # kind -> keras.layers class
 
 
 def find(entries: Mapping[str, TensorEntry], *, partial: bool = False) -> list[RNN]:
@@ -118,10 +116,10 @@ def _measure(
     if "kernel" not in members or "recurrent_kernel" not in members:
         return None
     kernel, recurrent = entries[members["kernel"]].shape, entries[members["recurrent_kernel"]].shape
-    if len(kernel) != 2 or len(recurrent) != 2 or recurrent[0] == 0 or kernel[1] != recurrent[1]:
+    if len(kernel) != 2 or len(recurrent) != 2 or kernel[1] != recurrent[1]:
         return None
     units = recurrent[0]
-    kind = kind_with_gates(recurrent[1] // units) if recurrent[1] % units == 0 else None
+    kind = kind_with_gates(recurrent[1], units)
     if kind is None:
         return None
     bias = entries[members["bias"]].shape if "bias" in members else None

@@ -143,9 +143,11 @@ def gate_count(kind: str) -> int:
     return len(layout(f"torch.{kind}").gates)
 
 
-def kind_with_gates(count: int) -> str | None:
-    """The cell kind that fuses `count` gate blocks (a fused axis `count * units` wide), if any."""
-    return next((kind for kind in KINDS if gate_count(kind) == count), None)
+def kind_with_gates(width: int, units: int) -> str | None:
+    """The cell kind whose fused gate axis is `width` wide for `units` units (gates x units), if any."""
+    if units <= 0 or width % units:
+        return None
+    return next((kind for kind in KINDS if gate_count(kind) == width // units), None)
 
 
 def layout_keys() -> list[str]:

@@ -78,9 +78,7 @@ def _module(
     shape = {role: entries[name].shape for role, name in first.items()}
     proj = shape["weight_hr"][0] if "weight_hr" in shape else None
     units = shape["weight_hr"][1] if proj else shape["weight_hh"][1]
-    if units <= 0 or shape["weight_hh"][0] % units:
-        return None
-    kind = kind_with_gates(shape["weight_hh"][0] // units)
+    kind = kind_with_gates(shape["weight_hh"][0], units)
     if kind is None:
         return None
     gates = shape["weight_hh"][0]

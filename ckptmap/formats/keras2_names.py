@@ -103,8 +103,8 @@ def _rnn_kind(shapes: dict[tuple[tuple[str, ...], str], Shape], obj: tuple[str, 
     """gru, lstm or simple_rnn from the gate count of the cell's recurrent kernel [units, g*units]."""
     cell = obj[: obj.index(kn.CELL) + 1] if kn.CELL in obj else (*obj, kn.CELL)
     rk = shapes.get((cell, "recurrent_kernel"), ())
-    gates = rk[1] // rk[0] if len(rk) == 2 and rk[0] and rk[1] % rk[0] == 0 else 0
-    return kn.LAYER_KEYS.get(kind_with_gates(gates) or "", "rnn")
+    kind = kind_with_gates(rk[1], rk[0]) if len(rk) == 2 else None
+    return kn.LAYER_KEYS[kind] if kind else "rnn"
 
 
 def _keras_part(part: str, kind: str) -> str:

@@ -38,6 +38,7 @@ from .hdf5_guard import SIGNATURE, check_dataset, check_global_heaps_in_file, ha
 from .keras_names import (
     ATTRIBUTES,
     CELL,
+    LAYER_CLASSES,
     LAYER_ROLES,
     roles_for,
 )
@@ -59,7 +60,7 @@ def snake_case(class_name: str) -> str:
 
 
 _CLASS_OF_KEY = {
-    snake_case(c): c for c in (*LAYER_ROLES, "GRU", "LSTM", "SimpleRNN", "Bidirectional", "Sequential")
+    snake_case(c): c for c in (*LAYER_ROLES, *LAYER_CLASSES.values(), "Bidirectional", "Sequential")
 }
 
 

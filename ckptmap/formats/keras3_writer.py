@@ -199,10 +199,10 @@ def _class_key(node: _Node) -> str:
 
 def _cell_kind(cell: _Node) -> str | None:
     recurrent = cell.vars.get("recurrent_kernel") or cell.vars.get("vars/1")
-    if recurrent is None or len(recurrent.shape) != 2 or not recurrent.shape[0]:
+    if recurrent is None or len(recurrent.shape) != 2:
         return None
     units, width = recurrent.shape
-    kind = kind_with_gates(width // units) if width % units == 0 else None
+    kind = kind_with_gates(width, units)
     return LAYER_KEYS[kind] if kind else None
 
 

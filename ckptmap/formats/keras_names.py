@@ -42,7 +42,8 @@ CELL_NAMES = {"gru": "gru_cell", "lstm": "lstm_cell", "simple_rnn": "simple_rnn_
 # `layer_with_weights-2` for the layers that have weights.
 LAYER_EDGE = re.compile(r"layer(?:_with_weights)?-\d+")
 LAYER_WITH_WEIGHTS = re.compile(r"layer_with_weights-\d+")
-# The Keras layer key (snake-case class name) of each cell kind.
+# The Keras layer class of each cell kind, and its key (the snake-case class name).
+LAYER_CLASSES = {"lstm": "LSTM", "gru": "GRU", "rnn": "SimpleRNN"}
 LAYER_KEYS = {"lstm": "lstm", "gru": "gru", "rnn": "simple_rnn"}
 
 # Other common layers, by Keras class name: their variables in creation order.
@@ -68,9 +69,9 @@ def rnn_cell_roles(shapes: Sequence[tuple[int, ...]]) -> tuple[str, ...] | None:
     if len(shapes) not in (2, 3):
         return None
     kernel, recurrent = shapes[0], shapes[1]
-    if len(kernel) != 2 or len(recurrent) != 2 or kernel[1] != recurrent[1] or recurrent[0] == 0:
+    if len(kernel) != 2 or len(recurrent) != 2 or kernel[1] != recurrent[1]:
         return None
-    if recurrent[1] % recurrent[0] or kind_with_gates(recurrent[1] // recurrent[0]) is None:
+    if kind_with_gates(recurrent[1], recurrent[0]) is None:
         return None
     if len(shapes) == 3 and shapes[2] not in ((kernel[1],), (2, kernel[1])):
         return None

@@ -4,7 +4,7 @@ A byte-level writer (TF bundle, PyTorch zip, safetensors) hands its output to a 
 each tensor arrives as blocks of a few MiB (`TensorEntry.blocks`: a mapped target is computed a
 block at a time, a source is sliced from its memory map) and is checksummed while the block is
 still in cache; a second thread copies one block into the file while this one computes the next.
-At most `depth` blocks wait, so memory stays a few blocks whatever the checkpoint's size. The
+At most `_DEPTH` blocks wait, so memory stays a few blocks whatever the checkpoint's size. The
 HDF5 writers (Keras) hand h5py the same blocks through `write_dataset`.
 """
 
@@ -26,28 +26,23 @@ from ..tree import TensorEntry
 # waits for it: a block in flight is written in well under a second; a writer still busy after
 # this is stuck on the queue's lock (see BlockStream), and Ctrl-C must not hang on it.
 _POLL, _STOP_WAIT = 0.1, 5.0
+_DEPTH = 3  # blocks that may wait for the writer
 
 BLOCK_BYTES = 4 << 20  # measured: transposing blocks of 1 MiB runs at half the speed of 4 MiB ones
 
 Checksum = Callable[[int, np.ndarray], int]  # (running value, next bytes) -> new value
 
 
-def checked_blocks(entry: TensorEntry, max_bytes: int = BLOCK_BYTES) -> Iterator[np.ndarray]:
+def checked_blocks(entry: TensorEntry) -> Iterator[np.ndarray]:
     """The entry's data as little-endian blocks of whole rows (`TensorEntry.blocks`), checked
     against the dtype its index promised."""
     expected = dtypes.by_name(entry.dtype)
-    for block in entry.blocks(max_bytes):
+    for block in entry.blocks(BLOCK_BYTES):
         if block.dtype.byteorder == ">":  # a big-endian array handed in through the API
             block = block.astype(block.dtype.newbyteorder("<"))
         if dtypes.from_numpy(block.dtype).name != expected.name:
             raise FormatError(f"Tensor '{entry.name}': data is {block.dtype}, the index says {entry.dtype}.")
         yield block
-
-
-def little_endian_blocks(entry: TensorEntry, max_bytes: int = BLOCK_BYTES) -> Iterator[np.ndarray]:
-    """The entry's bytes, row-major, as uint8 blocks."""
-    for block in checked_blocks(entry, max_bytes):
-        yield block.reshape(-1).view(np.uint8)
 
 
 def write_dataset(group: Any, name: str, entry: TensorEntry, stored: str | None = None) -> Any:
@@ -80,9 +75,9 @@ class BlockStream:
     the lock held (CPython bpo-29988); waiting on the queue then hung forever, as seen in CI.
     """
 
-    def __init__(self, f: BinaryIO, depth: int = 3) -> None:
+    def __init__(self, f: BinaryIO) -> None:
         self.f = f
-        self._queue: queue.Queue[np.ndarray | bytes | None] = queue.Queue(depth)
+        self._queue: queue.Queue[np.ndarray | bytes | None] = queue.Queue(_DEPTH)
         self._error: BaseException | None = None
         self._stopping = False  # set by an exit on an exception; the writer quits without None
         self._thread: threading.Thread | None = None
@@ -105,7 +100,8 @@ class BlockStream:
     def tensor(self, entry: TensorEntry, checksum: Checksum | None = None) -> int:
         """Queue the entry's data; returns its checksum (0 without one)."""
         value = size = 0
-        for block in little_endian_blocks(entry):
+        for block in checked_blocks(entry):
+            block = block.reshape(-1).view(np.uint8)
             if checksum is not None:
                 value = checksum(value, block)
             size += block.size

@@ -335,12 +335,8 @@ def _write_tensor(stream: BlockStream, entry: TensorEntry, shard_id: int, offset
         stream.write(payload)
         size = len(payload)
     else:
-        crc, size = stream.tensor(entry, _crc32c), entry.nbytes
+        crc, size = stream.tensor(entry, google_crc32c.extend), entry.nbytes
     return BundleEntry(dtype.tf_enum or 0, entry.shape, shard_id, offset, size, mask_crc(crc))
-
-
-def _crc32c(crc: int, data: np.ndarray) -> int:
-    return google_crc32c.extend(crc, data)
 
 
 def _string_bytes(array: np.ndarray) -> tuple[bytes, int]:

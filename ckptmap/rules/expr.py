@@ -115,7 +115,7 @@ class _Bound:
         whole = self.memo.get(id(node))
         if whole is None:  # a source, or an op that cannot fill: computed whole once
             whole = self.memo[id(node)] = node.compute(self.memo)
-        ops.copy_into(out, whole[tuple(slice(a, b) for a, b in box)])
+        ops.copy_box(out, whole, box)
 
 
 @dataclass(frozen=True)

@@ -209,10 +209,12 @@ class _Whole:
     """An input array as a `Part`: what `fill` sees when an op is applied to whole arrays."""
 
     def __init__(self, array: np.ndarray) -> None:
-        self.array, self.shape, self.dtype = array, array.shape, dtypes.from_numpy(array.dtype).name
+        # Native order for the name: an API-built big-endian array is the same dtype to `infer`.
+        self.array, self.shape = array, array.shape
+        self.dtype = dtypes.from_numpy(array.dtype.newbyteorder("=")).name
 
     def fill(self, out: np.ndarray, box: Box) -> None:
-        copy_into(out, self.array[tuple(slice(a, b) for a, b in box)])
+        copy_box(out, self.array, box)
 
 
 def _filled(op: Op, arrays: list[np.ndarray]) -> np.ndarray:
@@ -223,6 +225,11 @@ def _filled(op: Op, arrays: list[np.ndarray]) -> np.ndarray:
     rest = tuple((0, n) for n in shape[1:])
     _by_rows(out, lambda a, b: op.fill(out[a:b], ((a, b), *rest), parts))
     return out
+
+
+def copy_box(out: np.ndarray, whole: np.ndarray, box: Box) -> None:
+    """`out[...] = whole[box]`."""
+    copy_into(out, whole[tuple(slice(a, b) for a, b in box)])
 
 
 def copy_into(out: np.ndarray, source: np.ndarray) -> None:

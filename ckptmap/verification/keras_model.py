@@ -28,7 +28,7 @@ from ..cells import keras_cells
 from ..cells.layouts import gate_count
 from ..cells.model import RNN
 from ..errors import UnsupportedError
-from ..formats.keras_names import RNN_CELL_ROLES
+from ..formats.keras_names import LAYER_CLASSES, RNN_CELL_ROLES
 from ..tree import Checkpoint
 from .backends import backend, import_framework, quiet_stderr
 from .cases import Batch, Run
@@ -140,7 +140,7 @@ def _build(keras: Any, plan: list[_Layer], *, plain_names: bool) -> tuple[Any, l
                 inputs.append(state)
                 initial.append(state)
         name = part.name if plain_names else f"rnn_{i}"  # TF2 object paths are not valid layer names
-        cls = getattr(keras.layers, keras_cells.LAYER_CLASSES[rnn.kind])
+        cls = getattr(keras.layers, LAYER_CLASSES[rnn.kind])
         extra = {"reset_after": bool(rnn.reset_after)} if rnn.kind == "gru" else {}
         inner = cls(rnn.units, return_sequences=True, return_state=True, use_bias=rnn.bias, **extra,
                     **({} if rnn.bidirectional else {"name": name}))  # fmt: skip

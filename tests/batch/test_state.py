@@ -94,6 +94,7 @@ def test_an_included_built_in_counts_by_name_wherever_ckptmap_is_installed(tree,
     (tree / "maps" / "parts" / "base.yaml").write_text("include: [tf1-to-torch]\n" + BASE % "base.")
     [job] = load_manifest(tree / "migrate.yaml").jobs
     here = State.load(tree / "migrate.yaml").signature(job)["mapping"]
+    assert "@sha256:" in here[0]  # hashed, not given up on
     moved = tree / "elsewhere" / "mappings"
     shutil.copytree(mapping._builtin_dir(), moved)
     monkeypatch.setattr(mapping, "_builtin_dir", lambda: moved)

@@ -367,13 +367,20 @@ def test_a_compressed_pickle_bomb_is_refused_before_inflating(capsys, tmp_path, 
     assert "decompression bomb" in convert_refused(capsys, tmp_path, src)
 
 
-def test_a_keras_archive_bomb_is_refused_before_inflating(capsys, tmp_path: Path) -> None:
+def test_a_keras_archive_bomb_is_refused_before_inflating(capsys, tmp_path: Path, monkeypatch) -> None:
     # A .keras whose weights file declares 300 MB deflated to a few hundred KB: the same guard
     # as torch's, before anything is inflated to memory or to a temporary file.
     src = tmp_path / "bomb.keras"
     with zipfile.ZipFile(src, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("config.json", '{"class_name": "Sequential", "config": {"layers": []}}')
         zf.writestr("model.weights.h5", bytes(300 << 20))
+    real = zipfile.ZipExtFile.read
+
+    def read(self: zipfile.ZipExtFile, n: int = -1) -> bytes:
+        assert self.name != "model.weights.h5", "the bomb was inflated"
+        return real(self, n)
+
+    monkeypatch.setattr(zipfile.ZipExtFile, "read", read)
     assert "decompression bomb" in convert_refused(capsys, tmp_path, src)
 
 

@@ -103,3 +103,12 @@ def test_every_built_in_mapping_streams_what_it_computes() -> None:
                 assert b"".join(b.tobytes() for b in entry.blocks(max_bytes)) == whole, (mapping, entry.name)
             streamed += entry.pieces is not None
     assert streamed > 50  # targets computed block by block, not only tensors passed through
+
+
+def test_block_ops_take_big_endian_arrays_as_native_ones() -> None:
+    # An array handed in through the API may be big-endian; np.concatenate took it before fill did.
+    a = np.arange(8 * 12, dtype=np.float32).reshape(8, 12)
+    lstm = (layout("torch.lstm"), layout("tf1.lstm"))
+    for op, args in ((ops.Concat(axis=1), [a, a]), (ops.Gates(*lstm, axis=1), [a])):
+        native = op.apply(args)
+        np.testing.assert_array_equal(op.apply([x.astype(">f4") for x in args]), native)
