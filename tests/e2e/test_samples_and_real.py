@@ -102,11 +102,25 @@ def test_bidirectional_gru_sample_first_steps(tmp_path):
 def test_samples_are_what_the_script_makes(tmp_path):
     samples_module().main(tmp_path)
     made = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    assert made == sorted(
+        p.relative_to(SAMPLES) for p in SAMPLES.rglob("*") if p.is_file() and p.name != "make_samples.py"
+    )
     for rel in made:
-        if rel.suffix == ".npz":  # outputs of float math; compared with tolerance below
+        if rel.suffix == ".npz":  # outputs of float math; compared with tolerance
             a, b = np.load(tmp_path / rel), np.load(SAMPLES / rel)
             assert all(np.allclose(a[k], b[k], atol=1e-6) for k in a.files), rel
-        else:
+        elif rel.suffix in (".index", ".pt"):
+            # Another TensorFlow or PyTorch release may round an initializer's last bit differently
+            # (TF 2.21 did), which changes the data bytes and their checksums but not the sample.
+            made_ckpt, kept = ckptmap.load(tmp_path / rel), ckptmap.load(SAMPLES / rel)
+            assert [(e.name, e.shape, e.dtype) for e in made_ckpt.entries.values()] == [
+                (e.name, e.shape, e.dtype) for e in kept.entries.values()
+            ], f"{rel} is stale: rerun make_samples"
+            for name in kept.entries:
+                np.testing.assert_allclose(
+                    made_ckpt[name], kept[name], rtol=1e-6, atol=1e-7, err_msg=str(rel)
+                )
+        elif ".data-" not in rel.name:  # data shards are compared through their index above
             assert (tmp_path / rel).read_bytes() == (SAMPLES / rel).read_bytes(), (
                 f"{rel} is stale: rerun make_samples"
             )
@@ -148,7 +162,10 @@ def test_real_v1_tf0_checkpoint_to_torch_and_to_modern_tf_agree(tmp_path):
         y_tf = sess.run(y, {x: xs})
     assert names[0] == "rnnlm/multi_rnn_cell/cell_0/basic_lstm_cell/kernel"
     module = torch_module(tmp_path / "m.pt", "lstm", 128, 128, prefix="rnnlm.", layers=2)
-    np.testing.assert_allclose(run_torch(module, xs), y_tf, atol=TOL, rtol=0)
+    # This model's kernels reach 14 in magnitude, so its 256-term pre-activations round differently
+    # in TF's and torch's float32 matmuls (seen: 1.5e-5 with TF 2.21, torch 2.13). A wrong gate
+    # or a lost forget bias is off by more than 0.1, so 1e-4 still catches every conversion error.
+    np.testing.assert_allclose(run_torch(module, xs), y_tf, atol=1e-4, rtol=0)
 
 
 @needs_real
