@@ -5,25 +5,25 @@ Library code never prints or exits: it returns reports and raises `CkptmapError`
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from .errors import UsageError, WriteError
 from .formats import registry
-from .pipeline import apply, as_written, resolve_mappings
-from .rules.mapping import Mapping
-from .rules.mapping import load as load_mapping
-from .rules.plan import Plan
 from .tree import Checkpoint
 
+if TYPE_CHECKING:
+    # The rule engine (and YAML) loads when a mapping is first used: `inspect` needs neither.
+    from .rules.mapping import Mapping
+    from .rules.plan import Plan
+
 PathLike = str | os.PathLike[str]
-MappingLike = str | os.PathLike[str] | Mapping
+MappingLike: TypeAlias = "str | os.PathLike[str] | Mapping"
 Progress = Callable[[int], None]
 
 # The output format a mapping's target framework implies when the destination name does not say.
@@ -42,6 +42,8 @@ def load(path: PathLike, *, format: str | None = None) -> Checkpoint:
 
 def mapping(name_or_path: PathLike, **params: Any) -> Mapping:
     """A built-in mapping by name (see `ckptmap mappings`) or a YAML file, with parameters set."""
+    from .rules.mapping import load as load_mapping
+
     return load_mapping(name_or_path, params)
 
 
@@ -113,6 +115,8 @@ def convert(
 
     >>> ckptmap.convert("sample_checkpoints/tf1_lstm2", "lstm.pt", mapping="tf1-to-torch")  # doctest: +SKIP
     """
+    from .pipeline import apply, as_written, resolve_mappings
+
     started = time.perf_counter()
     source = load(src)
     mappings = resolve_mappings(mapping, params or {})
@@ -138,6 +142,8 @@ def _writer_options(fmt: registry.FormatSpec, shard_size: int | None) -> dict[st
         return {}
     if shard_size <= 0:
         raise UsageError(f"shard size must be positive, not {shard_size}.")
+    import inspect  # ~10 ms to import, and only --shard-size needs it
+
     if "max_shard_bytes" not in inspect.signature(fmt.load().write).parameters:
         raise UsageError(f"--shard-size applies to TF checkpoints (--to tf), not to {fmt.name}.")
     return {"max_shard_bytes": shard_size}
@@ -231,7 +237,7 @@ def _refuse_overwriting_source(outputs: Iterable[Path], sources: Iterable[Path])
                 raise WriteError(
                     f"{out}: refusing to write over the source checkpoint; choose another destination."
                 )
-            if out.resolve() == src.resolve():
+            if os.path.realpath(out) == os.path.realpath(src):  # resolve() raises on a link loop
                 raise WriteError(
                     f"{out}: refusing to write over the source checkpoint; choose another destination."
                 )

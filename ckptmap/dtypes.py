@@ -3,7 +3,8 @@
 Readers translate a format's own code (a TF `DataType` enum, a torch storage class, a
 safetensors string) to the canonical name here, and writers translate back, so no format module
 keeps a private table. bfloat16 comes from ml_dtypes, which gives numpy a real bfloat16 without
-TensorFlow.
+TensorFlow. Rows name their numpy type instead of holding it: numpy and ml_dtypes (0.9 s to import
+in 0.7) load when a command first needs a tensor's bytes, so reading an index needs neither.
 
 Sources: TF `DataType` enum values are from tensorflow/core/framework/types.proto; torch storage
 class names from torch/storage.py (`_LegacyStorage` subclasses; uint16/32/64 have none: torch saves
@@ -13,60 +14,71 @@ safetensors format spec (README "Format").
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
 
-import ml_dtypes
-import numpy as np
-
+from . import lazy
 from .errors import UnsupportedError
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy.module("numpy")
 
 
 @dataclass(frozen=True)
 class DType:
     name: str
-    numpy: np.dtype
+    itemsize: int
     tf_enum: int | None
     torch_storage: str | None
     safetensors: str | None
+    # "module:attribute" of the numpy scalar type; ml_dtypes' types are imported only when used.
+    numpy_type: str
 
-    @property
-    def itemsize(self) -> int:
-        return self.numpy.itemsize
+    @cached_property
+    def numpy(self) -> np.dtype:
+        module, _, attr = self.numpy_type.partition(":")
+        return np.dtype(getattr(importlib.import_module(module), attr))
 
     @property
     def is_float(self) -> bool:
         return self.name in ("float16", "bfloat16", "float32", "float64")
 
 
-def _row(name: str, np_dtype: object, tf_enum: int | None, storage: str | None, st: str | None) -> DType:
-    return DType(name, np.dtype(np_dtype), tf_enum, storage, st)
+def _row(
+    name: str, size: int, tf_enum: int | None, storage: str | None, st: str | None, np_type: str
+) -> DType:
+    return DType(name, size, tf_enum, storage, st, np_type if ":" in np_type else f"numpy:{np_type}")
 
 
 DTYPES: tuple[DType, ...] = (
-    _row("float32", np.float32, 1, "FloatStorage", "F32"),
-    _row("float64", np.float64, 2, "DoubleStorage", "F64"),
-    _row("float16", np.float16, 19, "HalfStorage", "F16"),
-    _row("bfloat16", ml_dtypes.bfloat16, 14, "BFloat16Storage", "BF16"),
-    _row("int8", np.int8, 6, "CharStorage", "I8"),
-    _row("int16", np.int16, 5, "ShortStorage", "I16"),
-    _row("int32", np.int32, 3, "IntStorage", "I32"),
-    _row("int64", np.int64, 9, "LongStorage", "I64"),
-    _row("uint8", np.uint8, 4, "ByteStorage", "U8"),
-    _row("uint16", np.uint16, 17, None, "U16"),
-    _row("uint32", np.uint32, 22, None, "U32"),
-    _row("uint64", np.uint64, 23, None, "U64"),
-    _row("bool", np.bool_, 10, "BoolStorage", "BOOL"),
-    _row("complex64", np.complex64, 8, "ComplexFloatStorage", "C64"),
-    _row("complex128", np.complex128, 18, "ComplexDoubleStorage", None),
-    # Strings exist only in TF checkpoints; arrays of them hold Python bytes objects.
-    _row("string", object, 7, None, None),
+    _row("float32", 4, 1, "FloatStorage", "F32", "float32"),
+    _row("float64", 8, 2, "DoubleStorage", "F64", "float64"),
+    _row("float16", 2, 19, "HalfStorage", "F16", "float16"),
+    _row("bfloat16", 2, 14, "BFloat16Storage", "BF16", "ml_dtypes:bfloat16"),
+    _row("int8", 1, 6, "CharStorage", "I8", "int8"),
+    _row("int16", 2, 5, "ShortStorage", "I16", "int16"),
+    _row("int32", 4, 3, "IntStorage", "I32", "int32"),
+    _row("int64", 8, 9, "LongStorage", "I64", "int64"),
+    _row("uint8", 1, 4, "ByteStorage", "U8", "uint8"),
+    _row("uint16", 2, 17, None, "U16", "uint16"),
+    _row("uint32", 4, 22, None, "U32", "uint32"),
+    _row("uint64", 8, 23, None, "U64", "uint64"),
+    _row("bool", 1, 10, "BoolStorage", "BOOL", "bool_"),
+    _row("complex64", 8, 8, "ComplexFloatStorage", "C64", "complex64"),
+    _row("complex128", 16, 18, "ComplexDoubleStorage", None, "complex128"),
+    # Strings exist only in TF checkpoints; arrays of them hold Python bytes objects (itemsize:
+    # numpy's object pointer, which is what `nbytes` of such an array counts).
+    _row("string", 8, 7, None, None, "builtins:object"),
 )
 
 _BY_NAME = {d.name: d for d in DTYPES}
 _BY_TF = {d.tf_enum: d for d in DTYPES if d.tf_enum is not None}
 _BY_STORAGE = {d.torch_storage: d for d in DTYPES if d.torch_storage}
 _BY_SAFETENSORS = {d.safetensors: d for d in DTYPES if d.safetensors}
-_BY_NUMPY = {d.numpy: d for d in DTYPES if d.name != "string"}
 
 
 def by_name(name: str) -> DType:
@@ -102,7 +114,8 @@ def from_numpy(dtype: np.dtype) -> DType:
     dtype = np.dtype(dtype)
     if dtype.kind in ("O", "S"):
         return _BY_NAME["string"]
-    try:
-        return _BY_NUMPY[dtype]
-    except KeyError:
-        raise UnsupportedError(f"numpy dtype '{dtype}' is not supported.") from None
+    # By name first, so that meeting float32 does not import ml_dtypes for bfloat16's row.
+    row = _BY_NAME.get(dtype.name)
+    if row is None or row.name == "string" or row.numpy != dtype:  # '>f4' is named float32 too
+        raise UnsupportedError(f"numpy dtype '{dtype}' is not supported.")
+    return row

@@ -65,22 +65,29 @@ def apply(
 
 def rename_all(ckpt: Checkpoint, rename: MappingABC[str, str]) -> tuple[Checkpoint, Plan]:
     """Apply `regex -> replacement` renames (the CLI's --rename) to every name, in order."""
+    from .rules import regexes
+
     compiled = []
     for pattern, replacement in rename.items():
         try:
-            compiled.append((re.compile(pattern), replacement))
-        except re.error as e:
-            raise UsageError(f"--rename '{pattern}={replacement}': bad regex ({e}).") from None
+            compiled.append((regexes.compile(pattern, search=True), replacement))
+        except regexes.UnsafeRegex as e:
+            raise UsageError(f"--rename '{pattern}={replacement}': {e}.") from None
+    budget = regexes.Budget()
     entries: list[TensorEntry] = []
     targets: list[PlannedTensor] = []
     seen: dict[str, str] = {}
     for entry in ckpt.entries.values():
         new = entry.name
-        for pattern, replacement in compiled:
+        for regex, replacement in compiled:
             try:
-                new = pattern.sub(replacement, new)
+                new = regex.sub(replacement, new, budget)
             except re.error as e:
-                raise UsageError(f"--rename '{pattern.pattern}={replacement}': {e}.") from None
+                raise UsageError(f"--rename '{regex.pattern}={replacement}': {e}.") from None
+            except regexes.NameTooLong as e:
+                raise MappingError(
+                    f"--rename '{regex.pattern}={replacement}' on '{entry.name[:100]}': {e}."
+                ) from None
         if new in seen:
             raise MappingError(f"--rename gives both '{seen[new]}' and '{entry.name}' the name '{new}'.")
         seen[new] = entry.name

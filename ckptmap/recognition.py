@@ -1,18 +1,25 @@
 """The RNNs of a checkpoint, also those still under TF <= 1.1 names.
 
 Old names are found through the tf1-legacy-names mapping (which is where that knowledge lives),
-so each found RNN comes with the view of the checkpoint its names refer to.
+so each found RNN comes with the view of the checkpoint its names refer to. That mapping (YAML and
+the rule engine) is loaded only when some name could be an old one: a TF <= 1.1 cell variable ends
+in one of the leaf names its renames start from, so `inspect` of a modern checkpoint skips it.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass
 
 from .cells.model import RNN
 from .cells.recognize import find_in_entries
-from .rules.mapping import load as load_mapping
 from .tree import Checkpoint
+
+# The leaves tf1-legacy-names renames from (`weights`, `recurrent_weights`, `biases`, TF 0.x's
+# `Linear/Matrix`, `Linear/Bias`, `W_0`, `B`, `W_F_diag`, `W_P_0`), also under a slot
+# (`weights/Adam`). tests/cells/test_legacy_hint.py holds this against the mapping's renames.
+LEGACY_LEAF = re.compile(r"(?:^|/)(?:\w*weights|biases|Matrix|Bias|W_\w+|B)(?:/|$)", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -41,9 +48,18 @@ def legacy_rnns(ckpt: Checkpoint) -> list[RNN]:
     return [r.rnn for r in _legacy(ckpt, partial=False)]
 
 
+def may_hold_legacy_names(names: list[str]) -> bool:
+    """Whether any of `names` ends in a leaf that tf1-legacy-names renames (a cheap pre-check)."""
+    return LEGACY_LEAF.search("\n".join(names)) is not None
+
+
 def _legacy(ckpt: Checkpoint, partial: bool) -> list[Recognized]:
-    legacy = load_mapping("tf1-legacy-names") if ckpt.format in ("tf", "tf-v1") else None
-    if legacy is None or legacy.renames_nothing_in(ckpt.entries):
+    if ckpt.format not in ("tf", "tf-v1") or not may_hold_legacy_names(list(ckpt.entries)):
+        return []
+    from .rules.mapping import load as load_mapping
+
+    legacy = load_mapping("tf1-legacy-names")
+    if legacy.renames_nothing_in(ckpt.entries):
         return []
     renamed, plan = legacy.run(ckpt)
     origin = {t.name: t.sources[0] for t in plan.targets}

@@ -18,13 +18,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from . import dtypes, kinds
+from . import dtypes, kinds, lazy
 from .errors import CkptmapError, FormatError
 
 if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
     from .cells.recognize import RNN
+else:
+    np = lazy.module("numpy")
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,7 +87,7 @@ class TensorEntry:
             yield
         except CkptmapError:
             raise
-        except (OSError, ValueError, EOFError) as e:
+        except (OSError, ValueError, EOFError, OverflowError) as e:
             raise FormatError(f"Tensor '{self.name}': could not read its data ({e}).") from e
 
     def renamed(self, name: str, *, slot_of: str | None = None) -> TensorEntry:
@@ -97,7 +99,7 @@ def rows_per_block(shape: tuple[int, ...], itemsize: int, max_bytes: int) -> int
     return max(1, max_bytes // max(1, math.prod(shape[1:]) * itemsize))
 
 
-class Checkpoint(Mapping[str, np.ndarray]):
+class Checkpoint(Mapping[str, "np.ndarray"]):
     """A read-only, lazy map from canonical names to numpy arrays.
 
     `ckpt[name]` reads one tensor; `ckpt.entries[name]` gives its `TensorEntry` without reading.

@@ -1,14 +1,23 @@
 """YAML documents for mapping files and batch manifests: mappings that remember their lines, and
 every way a text can fail to be a document (bad syntax, duplicate or unhashable keys, aliases that
 expand without bound, nesting too deep for the parser) as one `YAMLProblem` with its line.
+`read_file` gets the text: from a regular file only, and at most MAX_BYTES of it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable
+from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .errors import CkptmapError
+from .formats.rawio import read_small
+
+# Mappings are a few KB and a manifest with globs a few lines; one listing 20,000 jobs by hand is
+# under 1 MiB. PyYAML's pure-Python parser reads ~200 KB/s, so this also bounds the time to parse.
+MAX_BYTES = 1 << 20
 
 
 class LineDict(dict):  # type: ignore[type-arg]
@@ -28,6 +37,19 @@ class YAMLProblem(Exception):
 
     def where(self, label: str) -> str:
         return f"{label}:{self.line}" if self.line else label
+
+
+def read_file(path: Path, what: str, error: type[CkptmapError]) -> str:
+    """The text of the YAML file `path` (a "mapping file", a "manifest"); problems raise `error`.
+
+    A FIFO or a device would block or never end (`-m /dev/zero`), so only regular files are read,
+    and never more than MAX_BYTES of them.
+    """
+    data = read_small(path, MAX_BYTES, what, error)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not UTF-8 text (byte {e.start}); a {what} is YAML.") from None
 
 
 def load(text: str) -> Any:

@@ -1,14 +1,15 @@
 """AtomicFiles at its edges: a destination directory made at the same moment by another writer
-(batch workers), and a start that fails."""
+(batch workers), a start that fails, and a commit cut short, in-process or by the process's death."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from ckptmap import parallel
+from ckptmap import atomic, parallel
 from ckptmap.atomic import AtomicFiles
 from ckptmap.errors import FormatError, WriteError
 
@@ -45,3 +46,75 @@ def test_a_failed_start_leaves_no_check_deferred(tmp_path, monkeypatch) -> None:
     with pytest.raises(FormatError, match="checksum mismatch"):
         parallel.check(bad)  # at once, not queued for a commit that will never come
     del failed
+
+
+def _old_checkpoint(folder: Path) -> dict[str, bytes]:
+    folder.mkdir()
+    for name in ("m.data", "m.index"):
+        (folder / name).write_bytes(b"old " + name.encode())
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_a_commit_cut_short_puts_every_replaced_file_back(tmp_path, monkeypatch) -> None:
+    old = _old_checkpoint(tmp_path / "out")
+    finals = [tmp_path / "out" / n for n in ("m.data", "m.new", "m.index")]
+    real, calls = os.replace, []
+
+    def replace(a: object, b: object) -> None:
+        calls.append(b)
+        if len(calls) == 3:  # data and the new file are in place, then the index fails
+            raise OSError(5, "Input/output error")
+        real(a, b)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(WriteError, match="Input/output error"), AtomicFiles(finals) as out:
+        for final in finals:
+            out.temp(final).write_bytes(b"new")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == old
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="a process that dies in its commit")
+def test_recover_undoes_the_commit_of_a_process_that_died_in_it(tmp_path) -> None:
+    # What the CLI's supervisor does when its child is killed (SIGKILL, SIGBUS) mid-commit: the
+    # child's journal tells it which files to put back and which to remove.
+    old = _old_checkpoint(tmp_path / "out")
+    finals = [tmp_path / "out" / n for n in ("m.data", "m.new", "m.index")]
+    with tempfile.TemporaryFile() as journal:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                atomic.journal_to(journal.fileno())
+                real, calls = os.replace, []
+
+                def replace(a: object, b: object) -> None:
+                    calls.append(b)
+                    if len(calls) == 3:
+                        os._exit(9)  # dies between two renames, as a killed process would
+                    real(a, b)
+
+                os.replace = replace  # type: ignore[assignment]
+                with AtomicFiles(finals) as out:
+                    for final in finals:
+                        out.temp(final).write_bytes(b"new")
+            finally:
+                os._exit(1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 9
+        assert (tmp_path / "out" / "m.data").read_bytes() == b"new"  # half replaced: what we undo
+        journal.seek(0)
+        assert atomic.recover(journal.read()) == []
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == old
+
+
+def test_recover_leaves_a_finished_commit_alone(tmp_path) -> None:
+    old = _old_checkpoint(tmp_path / "out")
+    with tempfile.TemporaryFile() as journal:
+        atomic.journal_to(journal.fileno())
+        try:
+            with AtomicFiles([tmp_path / "out" / "m.data"]) as out:
+                out.temp(tmp_path / "out" / "m.data").write_bytes(b"new")
+        finally:
+            atomic.journal_to(None)
+        journal.seek(0)
+        assert atomic.recover(journal.read()) == [tmp_path / "out" / "m.data"]
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == {**old, "m.data": b"new"}

@@ -217,7 +217,12 @@ class _Checker:
             fmt = api.output_format(dst, opts["to"].value, mappings)  # the rule convert itself applies
         except CkptmapError as e:
             raise self.fail(opts["dst"].line, str(e)) from None
-        return [Path(f) for f in fmt.load().files(dst)]
+        files = [Path(f) for f in fmt.load().files(dst)]
+        for f in files:
+            if (problem := paths.not_replaceable(f)) is not None:
+                message = f"dst {self.shown(f)} {problem}; remove it or choose another."
+                raise self.fail(opts["dst"].line, message)
+        return files
 
     def check_overlaps(self, jobs: list[Job]) -> None:
         """No two jobs write one file; no job writes a file (or into a directory) that a job reads:
@@ -225,7 +230,7 @@ class _Checker:
         writers: dict[Path, Job] = {}
         for job in jobs:
             for out in job.outputs:
-                other = writers.setdefault(out.resolve(), job)
+                other = writers.setdefault(paths.real(out), job)  # a link loop does not raise
                 if other is not job:
                     hint = ""
                     if other.line == job.line:  # two matches of one glob
@@ -252,12 +257,7 @@ class _Checker:
 
 
 def _read(path: Path, label: str) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ManifestError(f"{label}: cannot read the manifest ({e.strerror or e}).") from None
-    except UnicodeDecodeError as e:
-        raise ManifestError(f"{label}: not UTF-8 text (byte {e.start}); a manifest is YAML.") from None
+    text = yamldoc.read_file(Path(label), "manifest", ManifestError)  # regular files only, bounded
     try:
         return yamldoc.load(text)
     except yamldoc.YAMLProblem as e:

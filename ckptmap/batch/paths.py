@@ -9,18 +9,27 @@ accepts. Placeholders in `dst`, for `src: runs/**/*.pt` matching `runs/a/b/lstm.
     {parent}  b           the name of the directory holding the match
     {dir}     a/b         that directory relative to the glob's fixed leading part (runs); "." at it
 
+A match that is neither a regular file nor a directory (a FIFO, a device, a socket, a broken link
+or a link loop) is refused: reading it would block, never end or fail in a worker, and a manifest
+is checked whole before any job runs. `**` follows links to directories once each (a link to an
+enclosing directory is a loop, not 40 levels of the same tree).
+
 Problems raise ValueError with a message the manifest prefixes with its file and line.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
 import re
+import stat
 import string
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..formats import tf_paths
+from ..formats.rawio import kind
 
 PLACEHOLDERS = ("name", "stem", "parent", "dir")
 # Longest first, so `model.weights.h5` loses `.weights.h5`, not just `.h5`.
@@ -35,16 +44,21 @@ def matches(text: str, root: Path) -> list[tuple[Path, Path]]:
     fixed = next((i for i, p in enumerate(parts) if _MAGIC.search(p)), None)
     if fixed is None:  # a plain path: a file, a directory, or a TF prefix
         path = Path(os.path.normpath(root / pattern))
-        if not (path.exists() or tf_paths.index_path(path).exists()):
+        if not (os.path.lexists(path) or os.path.lexists(tf_paths.index_path(path))):
             raise ValueError(f"src '{text}': no such file, directory or checkpoint prefix.")
+        _refuse_special(text, path if os.path.lexists(path) else tf_paths.index_path(path))
         return [(path, path.parent)]
     base = Path(os.path.normpath(root.joinpath(*parts[:fixed])))
-    # root_dir keeps glob characters in the manifest's own directory name from being read as a glob.
-    found = glob.glob(pattern, root_dir=None if os.path.isabs(pattern) else root, recursive=True)
+    # Joined to the fixed part as it is, so glob characters in the manifest's own directory name
+    # are not read as a glob.
+    found = [str(p) for p in _glob(root.joinpath(*parts[:fixed]), parts[fixed:])]
+    if fixed == 0:  # as glob does, a leading `**` does not match the manifest's directory itself
+        found = [f for f in found if Path(f) != root]
     checkpoints: dict[Path, None] = {}  # ordered and deduplicated
     for hit in sorted(found):
-        checkpoint = _checkpoint_of(Path(os.path.normpath(root / hit)))
+        checkpoint = _checkpoint_of(Path(os.path.normpath(hit)))
         if checkpoint is not None:
+            _refuse_special(text, checkpoint)
             checkpoints[checkpoint] = None
     if not checkpoints:
         raise ValueError(f"src '{text}' matches nothing (looked in {base}).")
@@ -79,11 +93,121 @@ def destination(template: str, match: Path, base: Path, root: Path) -> Path:
 def source_files(source: Path) -> set[Path]:
     """The files a source is made of, by name alone (sources are read only when jobs run)."""
     prefix = tf_paths.strip_suffix(source)
-    files = {source.resolve()}
+    files = {real(source)}
     if tf_paths.index_path(prefix).exists():
-        files.add(tf_paths.index_path(prefix).resolve())
-        files.update(Path(p).resolve() for p in glob.glob(glob.escape(str(prefix)) + ".data-*"))
+        files.add(real(tf_paths.index_path(prefix)))
+        files.update(real(Path(p)) for p in glob.glob(glob.escape(str(prefix)) + ".data-*"))
     return files
+
+
+def not_replaceable(path: Path) -> str | None:
+    """Why an output cannot go to `path` (it exists and is not a regular file once links are
+    followed: a directory, a FIFO, a link loop), or None. Checked for every job before any runs."""
+    if not os.path.lexists(path):
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None  # a broken link: the output replaces it
+    except OSError as e:
+        return f"cannot be replaced ({e.strerror})"
+    return None if stat.S_ISREG(mode) else f"is {kind(mode)}"
+
+
+def real(path: Path) -> Path:
+    """`path` with its links resolved as far as they go; unlike Path.resolve (3.11), a link loop
+    does not raise RuntimeError: a loop at a destination is for the writer to refuse."""
+    return Path(os.path.realpath(path))
+
+
+def _glob(start: Path, parts: tuple[str, ...]) -> Iterator[Path]:
+    """What glob.glob(recursive=True) finds for `parts` below `start`, with hidden names skipped
+    the same way, except that `**` enters each directory once (by device and inode)."""
+    if not parts:
+        yield start
+        return
+    part, rest = parts[0], parts[1:]
+    while part == "**" and rest[:1] == ("**",):  # `**/**` is `**`, without walking each tree twice
+        rest = rest[1:]
+    last = not rest
+    if part == "**":  # zero or more directories; last, also every file below
+        folders = _walk(start)
+        for folder in folders:
+            yield from _glob(folder, rest)
+        if last:
+            yield from (p for folder in folders for p in _files(folder))
+    elif _MAGIC.search(part):
+        for entry in _entries(start):
+            shown = part.startswith(".") or not _hidden(entry.name)
+            if shown and fnmatch.fnmatch(entry.name, part) and (last or _is_dir(entry)):
+                yield from _glob(Path(entry.path), rest)
+    else:
+        child = start / part
+        if os.path.lexists(child) if last else child.is_dir():
+            yield from _glob(child, rest)
+
+
+def _walk(start: Path) -> list[Path]:
+    """`start` and every directory below it that is not hidden, each directory once.
+
+    Real directories come first, links to directories after, so a tree's own paths win over a
+    link's (`runs/exp3`, not `runs/latest`), and a link to a directory already seen (a loop, or an
+    alias) is not entered again. No recursion: a tree may be deeper than Python's stack.
+    """
+    seen: set[tuple[int, int]] = set()
+    found: list[Path] = []
+    real, links = [start], []
+    while real or links:
+        folder = real.pop() if real else links.pop(0)
+        try:
+            info = os.stat(folder)
+        except OSError:
+            continue
+        if (info.st_dev, info.st_ino) in seen:
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        found.append(folder)
+        for entry in _entries(folder):
+            if not _hidden(entry.name) and _is_dir(entry):
+                (links if entry.is_symlink() else real).append(Path(entry.path))
+    return found
+
+
+def _files(folder: Path) -> Iterator[Path]:
+    """The names in `folder` that are not directories and not hidden (what a last `**` adds)."""
+    return (Path(e.path) for e in _entries(folder) if not _hidden(e.name) and not _is_dir(e))
+
+
+def _entries(folder: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(folder) as it:
+            return list(it)
+    except OSError:  # not a directory, or unreadable: glob finds nothing there either
+        return []
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()  # links followed, as glob does
+    except OSError:
+        return False
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _refuse_special(text: str, path: Path) -> None:
+    """A match must be a regular file or a directory once links are followed."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        what = "a broken symbolic link" if isinstance(e, FileNotFoundError) else f"unreadable ({e.strerror})"
+        raise ValueError(f"src '{text}': {path} is {what}; remove it or narrow the glob.") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise ValueError(
+            f"src '{text}': {path} is {kind(mode)}, not a checkpoint; remove it or narrow the glob."
+        )
 
 
 def _checkpoint_of(hit: Path) -> Path | None:

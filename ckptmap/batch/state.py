@@ -9,6 +9,12 @@ the size and mtime of each file the source is made of, and of each file written.
 job again; so does a state file that is missing or unreadable. Paths are stored relative to the
 manifest's directory, so a migration tree copied with its timestamps (`cp -a`, rsync -a) keeps
 its progress.
+
+A damaged state file (cut short, edited into other types, nested past the parser, over
+MAX_BYTES) counts as none, entry by entry where the rest is sound: running a job again is always
+safe, and the next save writes a sound file. One that is not a regular file (a FIFO would block
+the read, a directory cannot be replaced) stops the batch before any job, with one line saying
+to delete it; so does a lock file that is not a regular file.
 """
 
 from __future__ import annotations
@@ -17,18 +23,22 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from .. import __version__, api
+from .. import __version__, api, yamldoc
 from ..atomic import AtomicFiles
-from ..errors import CkptmapError, UsageError
+from ..errors import CkptmapError, RuleError, SourceNotFoundError, UsageError
+from ..formats.rawio import kind, read_small, regular_file
 from ..rules.mapping import builtin_name, load_spec
 from .manifest import Job
 
 VERSION = 1
 Fingerprint = dict[str, list[int]]  # path -> [size, mtime in ns]
+# About 15,000 jobs; a damaged file's JSON is bounded by it too (16 MiB of `[],` parse into ~440 MB).
+MAX_BYTES = 16 << 20
 
 
 def state_path(manifest: Path) -> Path:
@@ -55,7 +65,8 @@ def exclusive(manifest: Path) -> Iterator[None]:
     and overwrite this one's record of them; it is refused instead. The lock is an flock on
     `<manifest>.lock` (kept: deleting it would let a third run lock a new file while the second
     still holds the old), released however the run ends. Where no lock can be had (no flock on
-    Windows, none over some NFS or FUSE mounts, a read-only folder) the run goes on unguarded."""
+    Windows, none over some NFS or FUSE mounts, a read-only folder) the run goes on unguarded; a
+    lock file that is not a regular file (a FIFO would block the open) stops it instead."""
     try:
         import fcntl
     except ImportError:  # Windows
@@ -64,7 +75,7 @@ def exclusive(manifest: Path) -> Iterator[None]:
     path = lock_path(manifest)
     with contextlib.ExitStack() as stack:
         try:
-            held = stack.enter_context(open(path, "ab"))  # writable: NFS makes flock a write lock
+            held = stack.enter_context(_open_lock(path))
             fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise UsageError(
@@ -74,6 +85,30 @@ def exclusive(manifest: Path) -> Iterator[None]:
         except OSError:  # ENOLCK, EOPNOTSUPP, EROFS, ...: no lock to be had here
             pass
         yield
+
+
+def _open_lock(path: Path) -> BinaryIO:
+    """The lock file, created if need be, refused unless it is a regular file: opening a FIFO to
+    write blocks until a reader comes, so it is opened without blocking and checked again once
+    open (a file swapped in between). Writable: NFS makes flock a write lock."""
+    with contextlib.suppress(FileNotFoundError):
+        _refuse_special(path, "lock file", os.stat(path).st_mode)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC  # POSIX, as flock
+    held = os.fdopen(os.open(path, flags, 0o666), "ab")
+    try:
+        _refuse_special(path, "lock file", os.fstat(held.fileno()).st_mode)
+    except UsageError:
+        held.close()
+        raise
+    return held
+
+
+def _refuse_special(path: Path, what: str, mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        raise UsageError(
+            f"{path}: not a regular file ({kind(mode)}), but batch's {what} goes there; "
+            "delete it and run again."
+        )
 
 
 class State:
@@ -94,11 +129,25 @@ class State:
     def load(cls, manifest: Path) -> State:
         path = state_path(manifest)
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
+            os.stat(path)
+        except FileNotFoundError:  # the first run, or a broken link, which `save` replaces
+            return cls(path, manifest.parent, {})
+        except OSError:
+            pass  # a link loop: said below
+        try:
+            regular_file(path, UsageError)
+        except SourceNotFoundError:
+            return cls(path, manifest.parent, {})  # gone since
+        except UsageError as e:  # a FIFO, a directory, a link loop: neither readable nor replaceable
+            raise UsageError(f"{e} It is batch's state file: delete it and run again.") from None
+        try:
+            doc = json.loads(read_small(path, MAX_BYTES, "batch state file", UsageError))
             entries = doc["outputs"] if doc.get("version") == VERSION else {}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            entries = {}  # none yet, or unreadable: every job runs, which is always safe
-        return cls(path, manifest.parent, dict(entries) if isinstance(entries, dict) else {})
+        except (CkptmapError, OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            entries = {}  # damaged: every job runs, which is always safe (see the module's docstring)
+        if not isinstance(entries, dict):
+            return cls(path, manifest.parent, {})
+        return cls(path, manifest.parent, {k: v for k, v in entries.items() if _sound(v)})
 
     def is_current(self, job: Job, *, verified: bool) -> bool:
         """Whether `job`'s output is complete and up to date (and verified, when that is asked)."""
@@ -175,7 +224,7 @@ class State:
                 if (name := builtin_name(f)) is not None:
                     digest.update(f"builtin:{name}\0".encode())
                     continue
-                content = f.read_bytes()
+                content = read_small(f, yamldoc.MAX_BYTES, "mapping file", RuleError)
                 digest.update(f"{self._key(f)}\0{len(content)}\0".encode() + content)
         except (CkptmapError, OSError):  # the job itself will say what is wrong
             return f"{self._key(path)}@unreadable"
@@ -190,3 +239,20 @@ class State:
 
     def _absolute(self, stored: Fingerprint) -> list[Path]:
         return [self.root / p for p in stored]
+
+
+def _sound(entry: Any) -> bool:
+    """Whether a stored entry has the shape `record` writes, so reading it cannot fail."""
+
+    def fingerprint(value: Any) -> bool:
+        return isinstance(value, dict) and all(
+            isinstance(v, list) and len(v) == 2 and all(type(n) is int for n in v) for v in value.values()
+        )
+
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("signature"), dict)
+        and fingerprint(entry.get("sources"))
+        and fingerprint(entry.get("outputs"))
+        and isinstance(entry.get("verified"), bool)
+    )

@@ -11,9 +11,6 @@ import typer
 
 from .. import api
 from ..errors import CkptmapError
-from ..rules.mapping import builtin_for
-from ..verification.backends import framework_of
-from ..verification.run import verify as run_verify
 from . import render, verify_cmd
 from .options import pairs, size
 from .progress import ProgressBar
@@ -74,6 +71,8 @@ def convert(
             bar.close()
     checked = None
     if verify and not dry_run:
+        from ..verification.run import verify as run_verify  # imports a framework: only now
+
         checked = run_verify(src, dst, mapping or [], params, renames)  # exactly what was converted
     if not mapping:
         _hint_mapping(report)
@@ -89,6 +88,9 @@ def convert(
 
 
 def _hint_mapping(report: api.ConversionReport) -> None:
+    from ..rules.mapping import builtin_for
+    from ..verification.backends import framework_of
+
     """Between frameworks, no mapping keeps names the target cannot use: say which mapping would help."""
     try:
         src_fw, dst_fw = framework_of(report.source_format), framework_of(report.destination_format)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Annotated
 
 import typer
@@ -58,11 +57,14 @@ def inspect(
 def _filtered(ckpt: Checkpoint, pattern: str | None) -> list[TensorEntry]:
     if not pattern:
         return list(ckpt.entries.values())
+    from ..rules import regexes  # bounded: names come from the file, the pattern from the user
+
     try:
-        regex = re.compile(pattern)
-    except re.error as e:
-        raise UsageError(f"--filter '{pattern}': bad regex ({e}).") from None
-    return [e for e in ckpt.entries.values() if regex.search(e.name)]
+        regex = regexes.compile(pattern, search=True)
+        budget = regexes.Budget()
+        return [e for e in ckpt.entries.values() if regex.search(e.name, budget)]
+    except (regexes.UnsafeRegex, regexes.NameTooLong) as e:
+        raise UsageError(f"--filter '{pattern}': {e}.") from None
 
 
 def _print_rnns(rnns: list[RNN], legacy: list[RNN]) -> None:

@@ -12,8 +12,9 @@ import sys
 
 import typer
 
+from .. import atomic
 from ..errors import CkptmapError, one_line
-from . import batch_cmd, convert_cmd, diff_cmd, inspect_cmd, mappings_cmd, verify_cmd
+from . import batch_cmd, convert_cmd, diff_cmd, inspect_cmd, mappings_cmd, supervise, verify_cmd
 
 app = typer.Typer(
     name="ckptmap",
@@ -22,6 +23,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: importing rich would add ~70 ms to `--help`
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command("inspect", no_args_is_help=True)(inspect_cmd.inspect)
@@ -36,11 +38,14 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or bool(os.environ.get("CKPTMAP_DEBUG"))
     args = [a for a in args if a != "--debug"]
+    if argv is None:  # the `ckptmap` command itself: a source truncated under it is one line
+        supervise.run_supervised(args)
+    commits_before, _ = atomic.commits()
     try:
         app(args=args, prog_name="ckptmap")
     except SystemExit as e:
         if e.code == 130 and _from_ctrl_c(e):  # typer turns Ctrl-C into a silent exit 130
-            print(INTERRUPTED, file=sys.stderr)
+            print(_interrupted(commits_before), file=sys.stderr)
         raise
     except CkptmapError as e:
         if debug:
@@ -50,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"Hint: {e.hint}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print(INTERRUPTED, file=sys.stderr)
+        print(_interrupted(commits_before), file=sys.stderr)
         sys.exit(130)
     except Exception as e:  # an internal error: still exit 2, never 1 ("differs")
         if debug:
@@ -63,6 +68,12 @@ def main(argv: list[str] | None = None) -> None:
 
 
 INTERRUPTED = "Interrupted; no output was left behind."
+
+
+def _interrupted(commits_before: int) -> str:
+    """INTERRUPTED only when it is true: `convert --verify` stopped while verifying keeps its output."""
+    commits, last = atomic.commits()
+    return INTERRUPTED if commits == commits_before else f"Interrupted; {last} was already written and stays."
 
 
 def _from_ctrl_c(exc: BaseException) -> bool:

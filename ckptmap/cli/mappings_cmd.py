@@ -7,8 +7,6 @@ from typing import Annotated
 import typer
 
 from .. import api
-from ..rules.mapping import builtins
-from ..rules.schema import CellRule, MatchRule, RenameRule
 from . import render
 
 
@@ -16,6 +14,8 @@ def mappings(
     name: Annotated[str | None, typer.Argument(help="A built-in name or a YAML file to describe.")] = None,
 ) -> None:
     """List the built-in mappings, or describe one (parameters, policies, rules)."""
+    from ..rules.mapping import builtins
+
     if name is None:
         rows = [(b.name, b.description) for b in builtins()]
         for line in render.table(rows, indent=""):
@@ -34,6 +34,8 @@ def mappings(
 
 
 def _summary(rule: object) -> str:
+    from ..rules.schema import CellRule, MatchRule, RenameRule
+
     if isinstance(rule, RenameRule):
         return f"rename {len(rule.subs)} pattern(s)"
     if isinstance(rule, CellRule):

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ..errors import UsageError
-from ..verification.report import APPROXIMATE, DRIFT_FACTOR, EQUAL, IntoReport, VerifyReport
-from ..verification.run import verify as run_verify
-from ..verification.run import verify_into
 from .options import pairs
+
+if TYPE_CHECKING:  # verification modules load with the command, not with the CLI
+    from ..verification.report import IntoReport, VerifyReport
 
 
 def verify(
@@ -44,6 +44,9 @@ def verify(
 
       ckptmap verify old/model.ckpt --into tf1
     """
+    from ..verification.run import verify as run_verify
+    from ..verification.run import verify_into
+
     params, renames = pairs(set_ or [], "--set", first=True), pairs(rename or [], "--rename", first=False)
     if (dst is None) == (into is None):
         raise UsageError("Give either DST (verify a conversion) or --into tf1|torch (verify a restore).")
@@ -59,6 +62,8 @@ def verify(
 
 
 def render_verify(report: VerifyReport) -> list[str]:
+    from ..verification.report import APPROXIMATE, DRIFT_FACTOR, EQUAL
+
     used = ", ".join(report.mappings) or "no mapping"
     params = ", ".join(f"{k}={v}" for k, v in report.params.items())
     tolerance = ", ".join(sorted({f"{p.tolerance:g}" for p in report.pairs})) or "-"

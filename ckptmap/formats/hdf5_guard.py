@@ -12,7 +12,12 @@ h5py hands every read to the HDF5 C library, which trusts the file in places:
 - External links and external raw storage make HDF5 open other files (a FIFO blocks forever,
   and any readable file can come back as "weights"). `hard_get` follows hard links only.
 - A dataset may declare a shape its storage does not back (unallocated data reads as zeros, a
-  compressed chunk can inflate a thousandfold). `check_dataset` refuses those before reading.
+  compressed chunk can inflate a thousandfold, a chunk can be far larger than its dataset).
+  `check_dataset` refuses those before reading.
+- Hard links can make the groups a graph (a walk repeats shared groups exponentially, or forever in
+  a cycle), and variable-length strings can all point at one large heap object (a 1 MB file reads
+  as gigabytes). `Guard` walks a file once: each object at most once, attributes and data within
+  budgets set by the file's size.
 """
 
 from __future__ import annotations
@@ -31,13 +36,18 @@ _ALIGN = 8  # H5HG_ALIGNMENT
 # A declared size above this that exceeds its storage this many times over is refused: no Keras
 # file stores weights that way, and reading it would allocate what the file does not hold.
 BOMB_FLOOR, BOMB_RATIO = 1 << 26, 1000
+# What reading one attribute may allocate; Keras' are names (tf-keras splits lists into 64 KiB
+# pieces) and, in a full-model file, one JSON config. All of a file's attributes together get this
+# plus twice the file's size.
+ATTR_LIMIT = 64 << 20
 
 
 def check_global_heaps(
     buf: bytes | mmap.mmap, label: str | Path, start: int = 0, end: int | None = None
-) -> None:
+) -> int:
     """Raise `FormatError` if a global heap collection in the HDF5 file `buf[start:end]` would
-    make HDF5 loop or read past the collection.
+    make HDF5 loop or read past the collection; else return the size of its largest object (what
+    one variable-length value can cost to read, see `Guard`).
 
     Collections are found by their signature, so this reads the file once, at memory speed.
     Every collection of a valid file walks to exactly its end, object by object, with one free
@@ -48,6 +58,7 @@ def check_global_heaps(
     width = _length_width(buf, start, end)
     header = object_header = 8 + width  # H5HG_SIZEOF_HDR, H5HG_SIZEOF_OBJHDR
     budget = (end - start) // 8 + 1024  # valid collections do not overlap: a step per 8 bytes at most
+    largest = 0
     pos = buf.find(_COLLECTION, start, end)
     while pos != -1:
         size = int.from_bytes(buf[pos + 8 : pos + 8 + width], "little")
@@ -65,18 +76,21 @@ def check_global_heaps(
                     f"{label}: the HDF5 global heap at byte {pos - start} is damaged (an object at "
                     f"byte {pos - start + p} declares {declared} bytes); the file is corrupt."
                 )
+            if index:
+                largest = max(largest, declared)
             p += step
         pos = buf.find(_COLLECTION, pos + 1, end)
+    return largest
 
 
 def check_global_heaps_in_file(path: Path, label: str | Path | None = None, start: int = 0,
-                               end: int | None = None) -> None:  # fmt: skip
+                               end: int | None = None) -> int:  # fmt: skip
     """`check_global_heaps` on (bytes [start, end) of) a file on disk, mapped, not read into memory."""
     with open(path, "rb") as f:
         if f.seek(0, 2) == 0:
-            return
+            return 0
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            check_global_heaps(mapped, label or path, start, end)
+            return check_global_heaps(mapped, label or path, start, end)
 
 
 def _length_width(buf: bytes | mmap.mmap, start: int, end: int) -> int:
@@ -113,14 +127,108 @@ def hard_get(group: Any, path: str, label: str | Path) -> Any:
     return node
 
 
-def check_dataset(dataset: Any, label: str | Path) -> None:
-    """Refuse a dataset whose data lives in other files, or whose declared size its storage does
-    not back (a decompression bomb, or unallocated data that would read as zeros)."""
+def check_dataset(dataset: Any, label: str | Path, heap_object: int = 0) -> int:
+    """Refuse a dataset whose data lives in other files, whose declared size its storage does
+    not back (a decompression bomb, or unallocated data that would read as zeros), or whose type
+    reading cannot bound; else return the bytes reading it may take. `heap_object`: the file's
+    largest global heap object, which every variable-length string may point at."""
+    import h5py
+
+    name = dataset.name
     if dataset.external or dataset.is_virtual:
-        raise FormatError(f"{label}: dataset '{dataset.name}' keeps its data outside the file.")
-    declared = int(np.prod(dataset.shape, dtype=object)) * dataset.dtype.itemsize
-    if declared > BOMB_FLOOR and declared > BOMB_RATIO * dataset.id.get_storage_size():
+        raise FormatError(f"{label}: dataset '{name}' keeps its data outside the file.")
+    dt, shape = dataset.dtype, dataset.shape
+    if shape is None:  # a null dataspace: h5py reads it as h5py.Empty, not an array
+        raise FormatError(f"{label}: dataset '{name}' has no shape (an empty dataspace).")
+    each = dt.itemsize
+    if dt.hasobject:  # a pointer per element into the global heap, which reading follows
+        string = h5py.check_string_dtype(dt)
+        if string is None or string.length is not None:
+            raise FormatError(f"{label}: dataset '{name}' holds variable-length values that are not strings.")
+        each += heap_object
+    declared = int(np.prod(shape, dtype=object)) * each
+    stored = dataset.id.get_storage_size()
+    if declared > BOMB_FLOOR and declared > BOMB_RATIO * stored:
         raise FormatError(
-            f"{label}: dataset '{dataset.name}' declares {declared} bytes but stores "
-            f"{dataset.id.get_storage_size()}; refusing to inflate it."
+            f"{label}: dataset '{name}' declares {declared} bytes but stores {stored}; "
+            "refusing to inflate it."
         )
+    # HDF5 inflates a whole chunk to read any part of it, whatever the dataset's own size.
+    chunk = int(np.prod(dataset.chunks, dtype=object)) * dt.itemsize if dataset.chunks else 0
+    if chunk > max(declared, BOMB_FLOOR):
+        raise FormatError(
+            f"{label}: dataset '{name}' of {declared} bytes is stored in chunks of {chunk} bytes; "
+            "refusing to inflate them."
+        )
+    return declared
+
+
+class Guard:
+    """One HDF5 file read within bounds: hard links only, each object at most once (Keras files
+    are trees), and attributes and data no larger than the file's size can honestly back.
+
+    >>> guard = Guard("m.h5", file_bytes=1 << 20, heap_object=64)   # doctest: +SKIP
+    >>> guard.attr(f, "layer_names")                                # doctest: +SKIP
+    """
+
+    def __init__(self, label: str | Path, *, file_bytes: int, heap_object: int) -> None:
+        self.label = label
+        self.heap_object = heap_object
+        self._attr_budget = ATTR_LIMIT + 2 * file_bytes
+        self._data_budget = max(BOMB_FLOOR, BOMB_RATIO * file_bytes)
+        self._seen: set[int] = set()
+
+    def get(self, group: Any, path: str) -> Any:
+        """`group[path]` through hard links only; None if a component is missing."""
+        return hard_get(group, path, self.label)
+
+    def visit(self, obj: Any) -> None:
+        """Note a group or dataset the walk enters; refuse it the second time: hard links that
+        reach one object twice would repeat the work under it (exponentially in a DAG)."""
+        import h5py
+
+        addr = h5py.h5o.get_info(obj.id).addr
+        if addr in self._seen:
+            raise FormatError(
+                f"{self.label}: '{obj.name}' is reached twice through hard links; "
+                "a Keras file stores each object once."
+            )
+        self._seen.add(addr)
+
+    def dataset(self, dataset: Any) -> None:
+        """`check_dataset`, once per dataset, with the declared bytes of all of them bounded too."""
+        self.visit(dataset)
+        self._data_budget -= check_dataset(dataset, self.label, self.heap_object)
+        if self._data_budget < 0:
+            raise FormatError(
+                f"{self.label}: its datasets declare over {BOMB_RATIO} times the bytes the file "
+                f"holds (at '{dataset.name}'); refusing to inflate them."
+            )
+
+    def attr(self, obj: Any, name: str) -> Any:
+        """`obj.attrs[name]` (None when absent), read only once its size is known to be small.
+
+        HDF5 allocates a variable-length string's bytes when it reads it, and every element of a
+        string array may point at the same (largest) heap object; so an element counts as that."""
+        import h5py
+
+        attrs = obj.attrs
+        if name not in attrs:
+            return None
+        attribute = attrs.get_id(name)  # opened, not read
+        count = attribute.get_space().get_simple_extent_npoints()
+        dt = attribute.dtype
+        each = dt.itemsize
+        if dt.hasobject:
+            string = h5py.check_string_dtype(dt)
+            if string is None or string.length is not None:  # vlen sequences, references
+                raise FormatError(f"{self.label}: attribute '{name}' of '{obj.name}' is not text or numbers.")
+            each = self.heap_object
+        need = count * each
+        if need > min(ATTR_LIMIT, self._attr_budget):
+            raise FormatError(
+                f"{self.label}: attribute '{name}' of '{obj.name}' ({count} values) could take "
+                f"{need} bytes to read; Keras attributes are small, so the file is damaged or hostile."
+            )
+        self._attr_budget -= need
+        return attrs[name]

@@ -30,7 +30,7 @@ from ..atomic import AtomicFiles
 from ..errors import CkptmapError, FormatError, UnsupportedError, WriteError, one_line
 from ..tree import Checkpoint, TensorEntry
 from . import keras_names as kn
-from .hdf5_guard import SIGNATURE, check_dataset, check_global_heaps_in_file, hard_get
+from .hdf5_guard import SIGNATURE, Guard, check_global_heaps_in_file
 from .keras2_names import INDEX, canonical_names, weight_names
 from .rawio import file_size
 from .stream import write_dataset
@@ -41,6 +41,7 @@ OPTIMIZER_GROUP, OPTIMIZER_PREFIX = "optimizer_weights", "optimizer/"
 # tf-keras only converts weights when keras_version is "1" (preprocess_weights_for_loading); any 2.x works.
 KERAS_VERSION = "2.15.0"
 _ATTR_LIMIT = 64512  # HDF5_OBJECT_HEADER_LIMIT in hdf5_format.py
+_MAX_DEPTH = 64  # optimizer_weights nests a few levels
 
 
 def sniff(path: Path) -> bool:
@@ -79,36 +80,43 @@ def read(path: Path) -> Checkpoint:
 
 def _index(path: Path, h5: _H5File) -> Checkpoint:
     f = h5.file()
+    guard = h5.guard
     root, prefix, full = f, "", False
     if not _has_attr(f, "layer_names") and "model_weights" in f:
-        root, prefix, full = hard_get(f, "model_weights", path), "model_weights/", True
+        root, prefix, full = guard.get(f, "model_weights"), "model_weights/", True
     if not _has_attr(root, "layer_names"):
         raise FormatError(f"{path}: an HDF5 file without Keras weights (no layer_names attribute).")
-    layers = _attr_list(root, "layer_names", path)
+    layers = _attr_list(root, "layer_names", guard)
+    seen: set[str] = set()
+    for layer in layers:
+        if layer in seen:
+            raise FormatError(f"{path}: layer_names lists '{layer}' more than once.")
+        seen.add(layer)
     entries: list[TensorEntry] = []
     for layer in layers:
-        group = hard_get(root, layer, path)
+        group = guard.get(root, layer)
         if group is None or not hasattr(group, "keys"):
             raise FormatError(f"{path}: layer '{layer}' is listed in layer_names but has no group.")
-        weights = _datasets(group, _attr_list(group, "weight_names", path), path, f"{prefix}{layer}/")
+        guard.visit(group)  # one group listed twice, or linked under two names, is refused
+        weights = _datasets(group, _attr_list(group, "weight_names", guard), guard, f"{prefix}{layer}/")
         names = canonical_names(layer, [(w, ds.shape) for w, ds in weights])
         entries += [
             h5.entry(n, ds, f"{prefix}{layer}/{w}") for n, (w, ds) in zip(names, weights, strict=True)
         ]
-    if (group := hard_get(root, TOP_LEVEL, path)) is not None:
-        for w, ds in _datasets(group, _attr_list(group, "weight_names", path), path, TOP_LEVEL):
+    if (group := guard.get(root, TOP_LEVEL)) is not None:
+        for w, ds in _datasets(group, _attr_list(group, "weight_names", guard), guard, TOP_LEVEL):
             entries.append(h5.entry(INDEX.sub("", w), ds, f"{prefix}{TOP_LEVEL}/{w}"))
-    if (group := hard_get(f, OPTIMIZER_GROUP, path)) is not None:
-        for w, ds in _optimizer_datasets(group):
+    if (group := guard.get(f, OPTIMIZER_GROUP)) is not None:
+        for w, ds in _optimizer_datasets(group, guard):
             entries.append(h5.entry(OPTIMIZER_PREFIX + INDEX.sub("", w), ds, f"{OPTIMIZER_GROUP}/{w}"))
     if not entries:
         raise FormatError(f"{path}: a Keras HDF5 file that holds no weights (layers: {len(layers)}).")
     metadata = {
-        "keras_version": _text(root.attrs.get("keras_version", f.attrs.get("keras_version", ""))),
-        "backend": _text(root.attrs.get("backend", f.attrs.get("backend", ""))),
+        "keras_version": _meta_text(guard, root, f, "keras_version"),
+        "backend": _meta_text(guard, root, f, "backend"),
         "layers": layers,
         "full_model": full,
-        **_layer_classes(f),
+        **_layer_classes(f, guard),
     }
     return Checkpoint(entries, format=FORMAT, path=path, files=[path], metadata=metadata)
 
@@ -119,13 +127,15 @@ class _H5File:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._file: Any = None
+        self.guard = Guard(path, file_bytes=0, heap_object=0)  # replaced when the file is opened
 
     def file(self) -> Any:
         if self._file is None:
             import h5py
 
-            file_size(self.path)  # missing, empty, not a regular file: one-line errors
-            check_global_heaps_in_file(self.path)  # a damaged heap hangs HDF5 itself
+            size = file_size(self.path)  # missing, empty, not a regular file: one-line errors
+            heap_object = check_global_heaps_in_file(self.path)  # a damaged heap hangs HDF5 itself
+            self.guard = Guard(self.path, file_bytes=size, heap_object=heap_object)
             try:
                 self._file = h5py.File(self.path, "r")
             except (OSError, ValueError) as e:
@@ -133,7 +143,7 @@ class _H5File:
         return self._file
 
     def entry(self, name: str, ds: Any, key: str) -> TensorEntry:
-        check_dataset(ds, self.path)  # data in other files, or more than its storage holds
+        self.guard.dataset(ds)  # data in other files, more than its storage holds, or seen before
         dt = ds.dtype
         try:
             dtype = dtypes.from_numpy(dt.newbyteorder("=") if dt.byteorder in "<>" else dt)
@@ -149,39 +159,61 @@ class _H5File:
         return array.astype(array.dtype.newbyteorder("="), copy=False)
 
 
-def _datasets(group: Any, weight_names: list[str], path: Path, where: str) -> list[tuple[str, Any]]:
+def _datasets(group: Any, weight_names: list[str], guard: Guard, where: str) -> list[tuple[str, Any]]:
     import h5py
 
     out = []
     for w in weight_names:
-        ds = hard_get(group, w, path)
+        ds = guard.get(group, w)
         if not isinstance(ds, h5py.Dataset):  # a group, or a named datatype, has no data
-            raise FormatError(f"{path}: weight '{w}' of '{where.rstrip('/')}' has no dataset.")
+            raise FormatError(f"{guard.label}: weight '{w}' of '{where.rstrip('/')}' has no dataset.")
         out.append((w, ds))
     return out
 
 
-def _optimizer_datasets(group: Any) -> list[tuple[str, Any]]:
+def _optimizer_datasets(group: Any, guard: Guard) -> list[tuple[str, Any]]:
     """Every dataset under `optimizer_weights`; Keras 3 writes its `weight_names` as one str()."""
-    import h5py
-
     found: list[tuple[str, Any]] = []
-    group.visititems(lambda name, obj: found.append((name, obj)) if isinstance(obj, h5py.Dataset) else None)
+    _walk(group, "", guard, found, 0)
     try:
-        order = {w: i for i, w in enumerate(_attr_list(group, "weight_names", Path()))}
+        order = {w: i for i, w in enumerate(_attr_list(group, "weight_names", guard))}
     except FormatError:
         order = {}
     return sorted(found, key=lambda item: order.get(item[0], len(order)))
 
 
-def _layer_classes(f: Any) -> dict[str, Any]:
+def _walk(group: Any, prefix: str, guard: Guard, found: list[tuple[str, Any]], depth: int) -> None:
+    """Datasets under `group` in name order, as h5py's visititems lists them, but through hard
+    links only (refusing others, where visititems skips them silently) and each group once."""
+    import h5py
+
+    if depth > _MAX_DEPTH:
+        raise FormatError(f"{guard.label}: groups nest deeper than {_MAX_DEPTH} levels at '{group.name}'.")
+    guard.visit(group)
+    for key in sorted(group):
+        child = guard.get(group, key)
+        if isinstance(child, h5py.Dataset):
+            found.append((prefix + key, child))
+        elif isinstance(child, h5py.Group):
+            _walk(child, f"{prefix}{key}/", guard, found, depth + 1)
+
+
+def _layer_classes(f: Any, guard: Guard) -> dict[str, Any]:
     """Layer class names from a full-model file's `model_config`, read as JSON data only."""
     try:
-        config = json.loads(_text(f.attrs["model_config"]))
+        config = json.loads(_text(guard.attr(f, "model_config")))
         layers = config["config"]["layers"]
         return {"layer_classes": {la["config"]["name"]: la["class_name"] for la in layers}}
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, RecursionError):
         return {}
+
+
+def _meta_text(guard: Guard, root: Any, f: Any, name: str) -> str:
+    """An attribute of the weights' group, else of the file (full-model files keep it there)."""
+    value = guard.attr(root, name)
+    if value is None:
+        value = guard.attr(f, name)
+    return "" if value is None else _text(value)
 
 
 # --- writing -------------------------------------------------------------------------------
@@ -278,7 +310,7 @@ def _plan(ckpt: Checkpoint, path: Path) -> tuple[dict[str, Weights], Weights, We
     if layers and all(
         kn.LAYER_WITH_WEIGHTS.fullmatch(n) for n in layers
     ):  # from a TF2 checkpoint, maybe key-sorted
-        layers = dict(sorted(layers.items(), key=lambda kv: int(kv[0].rsplit("-", 1)[1])))
+        layers = dict(sorted(layers.items(), key=lambda kv: kn.index_key(kv[0].rsplit("-", 1)[1])))
     planned = {}
     for name, items in layers.items():
         named = weight_names(name, [(obj, role, e.shape) for obj, role, e in items])
@@ -296,18 +328,18 @@ def _has_attr(group: Any, name: str) -> bool:
     return name in group.attrs or f"{name}0" in group.attrs
 
 
-def _attr_list(group: Any, name: str, path: Path) -> list[str]:
+def _attr_list(group: Any, name: str, guard: Guard) -> list[str]:
     """A list attribute, joined from its chunks (`load_attributes_from_hdf5_group`)."""
-    chunks = [group.attrs[name]] if name in group.attrs else []
+    chunks = [guard.attr(group, name)] if name in group.attrs else []
     while f"{name}{len(chunks)}" in group.attrs:
-        chunks.append(group.attrs[f"{name}{len(chunks)}"])
+        chunks.append(guard.attr(group, f"{name}{len(chunks)}"))
     out: list[str] = []
     for chunk in chunks:
         values = np.asarray(chunk)
         if values.dtype.kind == "f" and values.size == 0:
             continue  # an empty list is stored as a float64 array
         if values.dtype.kind not in "SUO" or values.ndim != 1:
-            raise FormatError(f"{path}: attribute '{name}' of '{group.name}' is not a list of names.")
+            raise FormatError(f"{guard.label}: attribute '{name}' of '{group.name}' is not a list of names.")
         out += [_text(v) for v in values]
     return out
 

@@ -21,6 +21,7 @@ name taken as a Keras default name (`sequential_2` -> `sequential`).
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -28,18 +29,18 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-import ml_dtypes
 import numpy as np
 
 from .. import dtypes
 from ..errors import CkptmapError, FormatError, UnsupportedError
 from ..tree import Checkpoint, TensorEntry
-from .hdf5_guard import SIGNATURE, check_dataset, check_global_heaps_in_file, hard_get
+from .hdf5_guard import SIGNATURE, Guard, check_global_heaps_in_file
 from .keras_names import (
     ATTRIBUTES,
     CELL,
     LAYER_CLASSES,
     LAYER_ROLES,
+    index_key,
     roles_for,
 )
 from .rawio import file_size
@@ -92,9 +93,10 @@ def read(path: Path) -> Checkpoint:
     ['gru/cell/kernel', 'gru/cell/recurrent_kernel']
     """
     path = Path(path)
-    file_size(path)
-    check_global_heaps_in_file(path)  # a damaged heap hangs HDF5 itself
-    return read_h5(lambda: h5py.File(path, "r"), path=path, format="keras3")
+    size = file_size(path)
+    heap_object = check_global_heaps_in_file(path)  # a damaged heap hangs HDF5 itself
+    guard = Guard(path, file_bytes=size, heap_object=heap_object)
+    return read_h5(lambda: h5py.File(path, "r"), path=path, format="keras3", guard=guard)
 
 
 def read_h5(
@@ -102,19 +104,21 @@ def read_h5(
     *,
     path: Path,
     format: str,
+    guard: Guard,
     layers: Mapping[str, LayerInfo] | None = None,
     notes: Iterable[str] = (),
     metadata: Mapping[str, Any] | None = None,
 ) -> Checkpoint:
     """The Checkpoint of a Keras 3 weights file that `opener()` opens (again for each tensor read).
-    `layers` maps group paths (`layers/sequential/layers/lstm`) to what a config says of them."""
+    `layers` maps group paths (`layers/sequential/layers/lstm`) to what a config says of them;
+    `guard` bounds the walk of that file (see hdf5_guard)."""
     try:
         with opener() as f:
             if "layer_names" in f.attrs or "model_weights" in f:
                 raise FormatError(f"{path}: a Keras 2 / tf-keras HDF5 file; read it with --format keras2.")
             if not any(k in f for k in ("vars", *CONTAINERS)):
                 raise FormatError(f"{path}: an HDF5 file, but not Keras 3 weights (no `layers` or `vars`).")
-            walker = _Walker(path, layers or {})
+            walker = _Walker(guard, layers or {})
             walker.object(f, (), ())
     except CkptmapError:
         raise
@@ -133,8 +137,13 @@ def read_h5(
 class _Walker:
     """Collects (canonical name, HDF5 path, shape, dtype) for every dataset, in model order."""
 
-    def __init__(self, path: Path, layers: Mapping[str, LayerInfo]) -> None:
-        self.path, self.layers = path, layers
+    def __init__(self, guard: Guard, layers: Mapping[str, LayerInfo]) -> None:
+        self.guard, self.path, self.layers = guard, Path(guard.label), layers
+        # Per container, once: a file can hold thousands of containers and a config thousands of layers.
+        self.rank = {p: i for i, p in enumerate(layers)}
+        self.siblings: dict[str, dict[str, LayerInfo]] = {}
+        for p, i in layers.items():
+            self.siblings.setdefault(p.rpartition("/")[0], {})[i.name] = i
         self.found: list[tuple[str, str, tuple[int, ...], str]] = []
         self.unknown: list[str] = []
 
@@ -142,8 +151,9 @@ class _Walker:
                info: LayerInfo | None = None, depth: int = 0) -> None:  # fmt: skip
         if depth > _MAX_DEPTH:
             raise FormatError(f"{self.path}: groups nest deeper than {_MAX_DEPTH} levels at '{group.name}'.")
+        self.guard.visit(group)
         for key in sorted(group, key=_natural):
-            child = hard_get(group, key, self.path)
+            child = self.guard.get(group, key)
             if key == "vars" and isinstance(child, h5py.Group):
                 self._vars(child, keys, names, info)
             elif isinstance(child, h5py.Dataset):  # not Keras' own layout, but never drop a tensor
@@ -157,36 +167,38 @@ class _Walker:
         self, group: h5py.Group, keys: tuple[str, ...], names: tuple[str, ...], depth: int
     ) -> None:
         where = "/".join((*keys[:-1], "layers"))
-        siblings = {i.name: i for p, i in self.layers.items() if p.rpartition("/")[0] == where}
+        siblings = self.siblings.get(where, {})
         # Model order when a config gives it, else Keras' numbering (`dense`, `dense_1`, `dense_2`, ...).
-        rank = {p: i for i, p in enumerate(self.layers)}
+        rank = self.rank
+        self.guard.visit(group)
         ordered = sorted(group, key=lambda k: (rank.get(f"{where}/{k}", len(rank)), _natural(k)))
-        children = [(k, hard_get(group, k, self.path)) for k in ordered]
+        children = [(k, self.guard.get(group, k)) for k in ordered]
         infos: list[LayerInfo] = []
         for key, child in children:
-            stored = _name_attr(child)
+            stored = self._name_attr(child)
             info = siblings.get(stored) if stored else self.layers.get(f"{where}/{key}")
             # Without a config, the key is the class: Keras keys layers/<snake_case(class)>[_<n>].
             class_name = info.class_name if info else _CLASS_OF_KEY.get(re.sub(r"_\d+$", "", key), "")
             infos.append(
                 LayerInfo(stored or (info.name if info else key), class_name, info.config if info else {})
             )
-        labels = [i.name for i in infos]
+        labels = Counter(i.name for i in infos)
         for (key, child), info in zip(children, infos, strict=True):
             if isinstance(child, h5py.Dataset):
                 self._add("/".join((*names, key)), child)
             elif isinstance(child, h5py.Group):
-                label = info.name if labels.count(info.name) == 1 and _valid_component(info.name) else key
+                label = info.name if labels[info.name] == 1 and _valid_component(info.name) else key
                 self.object(child, (*keys, key), (*names, label), info, depth + 1)
 
     def _vars(self, group: h5py.Group, keys: tuple[str, ...], names: tuple[str, ...],
               info: LayerInfo | None) -> None:  # fmt: skip
-        items = [(k, hard_get(group, k, self.path)) for k in sorted(group, key=_natural)]
+        self.guard.visit(group)
+        items = [(k, self.guard.get(group, k)) for k in sorted(group, key=_natural)]
         datasets = [(k, d) for k, d in items if isinstance(d, h5py.Dataset)]
         if not datasets:
             return
         indexed = [k for k, _ in datasets] == [str(i) for i in range(len(datasets))]
-        floats = all(_dtype(d, self.path) in _FLOATS for _, d in datasets)  # quantized layers hold ints
+        floats = all(self._dtype(d) in _FLOATS for _, d in datasets)  # quantized layers hold ints
         shapes = [tuple(d.shape) for _, d in datasets]
         roles = _roles(info, shapes, keys[-1:] == (CELL,)) if indexed and floats else None
         if roles is None and names[:1] not in ((), ("optimizer",)):
@@ -195,8 +207,29 @@ class _Walker:
             self._add("/".join((*names, roles[i] if roles else f"vars/{key}")), dataset)
 
     def _add(self, name: str, dataset: h5py.Dataset) -> None:
-        check_dataset(dataset, self.path)  # data in other files, or more than its storage holds
-        self.found.append((name, dataset.name.lstrip("/"), tuple(dataset.shape), _dtype(dataset, self.path)))
+        self.guard.dataset(dataset)  # data in other files, more than its storage holds, or seen before
+        self.found.append((name, dataset.name.lstrip("/"), tuple(dataset.shape), self._dtype(dataset)))
+
+    def _name_attr(self, group: h5py.Group | h5py.Dataset) -> str | None:
+        """The `name` attribute of a layer group's `vars`, reached through hard links only."""
+        if not isinstance(group, h5py.Group) or "vars" not in group:
+            return None
+        variables = self.guard.get(group, "vars")
+        value = self.guard.attr(variables, "name") if isinstance(variables, h5py.Group) else None
+        value = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        return value if isinstance(value, str) and value else None
+
+    def _dtype(self, dataset: h5py.Dataset) -> str:
+        # bfloat16 is stored as 2-byte opaque data, marked by H5IOStore.__setitem__.
+        marked = self.guard.attr(dataset, "dtype") if dataset.dtype.itemsize == 2 else None
+        if isinstance(marked, str) and marked == "bfloat16":
+            return "bfloat16"
+        try:
+            return dtypes.from_numpy(dataset.dtype).name
+        except UnsupportedError:
+            raise UnsupportedError(
+                f"{self.path}: dataset '{dataset.name}' has dtype {dataset.dtype}."
+            ) from None
 
 
 def _roles(info: LayerInfo | None, shapes: list[tuple[int, ...]], is_cell: bool) -> tuple[str, ...] | None:
@@ -213,30 +246,14 @@ def _roles(info: LayerInfo | None, shapes: list[tuple[int, ...]], is_cell: bool)
     return roles_for(class_name, shapes, is_cell=is_cell)
 
 
-def _name_attr(group: h5py.Group | h5py.Dataset) -> str | None:
-    if not isinstance(group, h5py.Group) or "vars" not in group:
-        return None
-    value = group["vars"].attrs.get("name")
-    value = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-    return value if isinstance(value, str) and value else None
-
-
 def _valid_component(label: str) -> bool:
     return "/" not in label and label not in ("vars", *CONTAINERS, *ATTRIBUTES)
 
 
 def _natural(key: str) -> list[Any]:
     """`dense` < `dense_2` < `dense_10`: the order Keras numbered layers of one class in."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", key)]
-
-
-def _dtype(dataset: h5py.Dataset, path: Path) -> str:
-    if dataset.attrs.get("dtype") == "bfloat16" and dataset.dtype.itemsize == 2:
-        return "bfloat16"  # stored as 2-byte opaque data, marked by H5IOStore.__setitem__
-    try:
-        return dtypes.from_numpy(dataset.dtype).name
-    except UnsupportedError:
-        raise UnsupportedError(f"{path}: dataset '{dataset.name}' has dtype {dataset.dtype}.") from None
+    # Odd pieces of re.split are the digit runs; index_key orders them without int().
+    return [index_key(t) if i % 2 else t for i, t in enumerate(re.split(r"(\d+)", key))]
 
 
 def _loader(opener: Opener, path: Path, key: str, bfloat16: bool) -> Callable[[], np.ndarray]:
@@ -248,7 +265,7 @@ def _loader(opener: Opener, path: Path, key: str, bfloat16: bool) -> Callable[[]
             raise
         except Exception as e:  # as in read_h5: h5py's many error types for one damaged file
             raise FormatError(f"{path}: cannot read '{key}' ({one_line(e)}).") from None
-        return data.view(ml_dtypes.bfloat16) if bfloat16 else data
+        return data.view(dtypes.by_name("bfloat16").numpy) if bfloat16 else data
 
     return load
 

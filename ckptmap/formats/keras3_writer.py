@@ -143,10 +143,11 @@ def _place(
         _place(child, f"{prefix}{name}", name, groups, targets, path)
 
 
-def _indices(node: _Node, attr: str | None, path: Path) -> dict[str, int]:
+def _indices(node: _Node, attr: str | None, path: Path) -> dict[str, str]:
     named = [r for r in node.vars if not r.startswith("vars/")]
     if not named:
-        return {r: int(r[5:]) for r in node.vars}
+        # `vars/007` is index 7; kept as text, since int() refuses over 4300 digits.
+        return {r: r[5:].lstrip("0") or "0" for r in node.vars}
     entry = node.vars[named[0]]
     if len(named) < len(node.vars):
         raise UnsupportedError(
@@ -168,7 +169,7 @@ def _indices(node: _Node, attr: str | None, path: Path) -> dict[str, int]:
             "to give its index."
         )
     # Keras numbers only the variables a layer has (Dense(use_bias=False) stores its kernel as 0).
-    return {r: i for i, r in enumerate(r for r in order if r in node.vars)}
+    return {r: str(i) for i, r in enumerate(r for r in order if r in node.vars)}
 
 
 def _role_order(roles: set[str]) -> tuple[str, ...] | None:

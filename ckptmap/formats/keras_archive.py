@@ -12,6 +12,7 @@ an anonymous temporary file.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import mmap
 import shutil
@@ -27,7 +28,7 @@ import h5py
 
 from ..errors import CkptmapError, FormatError, UnsupportedError
 from ..tree import Checkpoint
-from .hdf5_guard import check_global_heaps, check_global_heaps_in_file
+from .hdf5_guard import Guard, check_global_heaps, check_global_heaps_in_file
 from .keras3_h5 import LayerInfo, Opener, read_h5, snake_case
 from .keras_names import UniqueKeys
 from .rawio import file_size, refuse_zip_bomb
@@ -68,9 +69,10 @@ def read(path: Path) -> Checkpoint:
             missing = [m for m in (CONFIG, WEIGHTS) if m not in names]
             if missing:
                 raise FormatError(f"{path}: a zip without {' and '.join(missing)}; not a Keras 3 archive.")
+            _refuse_overlaps(z, path)
             config = _json(z, CONFIG, path)
             metadata = _json(z, METADATA, path) if METADATA in names else {}
-            opener = _opener(z, z.getinfo(WEIGHTS), path)
+            opener, guard = _opener(z, z.getinfo(WEIGHTS), path)
     except CkptmapError:
         raise
     except (OSError, zipfile.BadZipFile, ValueError, EOFError, RuntimeError) as e:
@@ -82,7 +84,9 @@ def read(path: Path) -> Checkpoint:
         else "config.json lists no layers (a subclassed model?); variables keep vars/<i> unless shapes tell"
     ]
     meta = {k: v for k, v in metadata.items() if isinstance(v, str | int | float)} if metadata else {}
-    return read_h5(opener, path=path, format="keras-archive", layers=layers, notes=notes, metadata=meta)
+    return read_h5(
+        opener, path=path, format="keras-archive", guard=guard, layers=layers, notes=notes, metadata=meta
+    )
 
 
 def layers_from_config(config: Any) -> tuple[dict[str, LayerInfo], list[str]]:
@@ -127,24 +131,39 @@ def _json(z: zipfile.ZipFile, member: str, path: Path) -> Any:
     return data
 
 
-def _opener(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> Opener:
+def _refuse_overlaps(z: zipfile.ZipFile, path: Path) -> None:
+    """Refuse members whose bytes overlap (or a member listed twice): one stretch of the archive
+    read as two members is aliasing no zip writer produces, and the basis of overlapping-member
+    zip bombs. O(members): each member takes at least its local header, name and data."""
+    spans = sorted(
+        (i.header_offset, i.header_offset + 30 + len(_raw_name(i)) + i.compress_size, i.filename)
+        for i in z.infolist()
+    )
+    for (_, end, name), (start, _, other) in itertools.pairwise(spans):
+        if start < end:
+            raise FormatError(f"{path}: zip members {name} and {other} overlap; the archive is damaged.")
+
+
+def _opener(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> tuple[Opener, Guard]:
+    """How to open the weights (in place when stored) and the guard for the walk of them."""
     if info.flag_bits & 0x1:
         raise UnsupportedError(f"{path}: {WEIGHTS} is encrypted.")
     if info.compress_type == zipfile.ZIP_STORED:
         offset = _data_offset(z, info, path)
-        check_global_heaps_in_file(path, f"{path}: {WEIGHTS}", offset, offset + info.file_size)
+        largest = check_global_heaps_in_file(path, f"{path}: {WEIGHTS}", offset, offset + info.file_size)
+        guard = Guard(path, file_bytes=info.file_size, heap_object=largest)
 
         @contextmanager
         def in_place() -> Iterator[h5py.File]:
             with open(path, "rb") as raw, h5py.File(_Window(raw, offset, info.file_size), "r") as f:
                 yield f
 
-        return in_place
+        return in_place, guard
     refuse_zip_bomb(info, path)
     copy: IO[bytes]
     if info.file_size <= _IN_MEMORY:
         data = z.read(info)
-        check_global_heaps(data, f"{path}: {WEIGHTS}")
+        largest = check_global_heaps(data, f"{path}: {WEIGHTS}")
         copy = io.BytesIO(data)
     else:  # anonymous: removed by the OS when the checkpoint (and so this closure) is gone
         copy = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the entries that read it
@@ -152,12 +171,12 @@ def _opener(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> Opener:
             shutil.copyfileobj(member, copy, 1 << 20)
         copy.flush()
         with mmap.mmap(copy.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            check_global_heaps(mapped, f"{path}: {WEIGHTS}")
+            largest = check_global_heaps(mapped, f"{path}: {WEIGHTS}")
 
     def decompressed() -> h5py.File:
         return h5py.File(copy, "r")
 
-    return decompressed
+    return decompressed, Guard(path, file_bytes=info.file_size, heap_object=largest)
 
 
 def _data_offset(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> int:
@@ -168,10 +187,17 @@ def _data_offset(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> int:
     if len(header) < 30 or header[:4] != b"PK\x03\x04":
         raise FormatError(f"{path}: the local header of {WEIGHTS} is damaged.")
     name_len, extra_len = struct.unpack("<HH", header[26:30])
+    if z.fp.read(name_len) != _raw_name(info):  # the directory aliasing another member
+        raise FormatError(f"{path}: the local header of {WEIGHTS} names another member.")
     offset = info.header_offset + 30 + name_len + extra_len
     if offset + info.file_size > file_size(path):
         raise FormatError(f"{path}: {WEIGHTS} runs past the end of the archive; it is truncated.")
     return offset
+
+
+def _raw_name(info: zipfile.ZipInfo) -> bytes:
+    """A member's name as the archive stores it (UTF-8 when flagged, else cp437, as zipfile reads it)."""
+    return info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
 
 
 class _Window(io.RawIOBase):

@@ -97,9 +97,21 @@ def split(name: str) -> tuple[list[str], str]:
     """A canonical name as (object path, role): `gru/cell/kernel` -> (['gru', 'cell'], 'kernel');
     `dense/vars/3` -> (['dense'], 'vars/3')."""
     parts = name.split("/")
-    if len(parts) >= 3 and parts[-2] == "vars" and parts[-1].isdigit():
+    if len(parts) >= 3 and parts[-2] == "vars" and is_index(parts[-1]):
         return parts[:-2], "vars/" + parts[-1]
     return parts[:-1], parts[-1]
+
+
+def is_index(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts '²', which int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
+def index_key(digits: str) -> tuple[int, str]:
+    """A sort key that orders digit strings as numbers, without int(): Python 3.11 refuses int()
+    of over 4300 digits, and a crafted name can hold any number of them."""
+    value = digits.lstrip("0")
+    return len(value), value
 
 
 def layer_path(path: Sequence[str]) -> list[str]:

@@ -14,8 +14,14 @@ import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import numpy as np
+from .. import lazy
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy.module("numpy")
 
 VARINT, FIXED64, LEN, FIXED32 = 0, 1, 2, 5
 _MASK64 = (1 << 64) - 1
@@ -128,11 +134,33 @@ def message(f: Fields, number: int) -> memoryview | None:
 
 def packed_varints(chunk: memoryview) -> np.ndarray:
     """Decode a packed run of varints to uint64, vectorized (V1 tensors hold millions of them)."""
+    pieces = list(iter_packed_varints(chunk))
+    return np.concatenate(pieces) if len(pieces) > 1 else pieces[0] if pieces else np.zeros(0, np.uint64)
+
+
+# Bytes decoded at a time: the vectorized decoder holds ~50 bytes of temporaries per input byte,
+# so whole 100 MB chunks would peak at gigabytes; pieces of 256 KiB keep that near 12 MB.
+_VARINT_PIECE = 1 << 18
+
+
+def iter_packed_varints(chunk: memoryview, piece: int = _VARINT_PIECE) -> Iterator[np.ndarray]:
+    """The varints of a packed run as uint64 arrays, `piece` input bytes (or a few less) at a time,
+    so a caller can stop or place each piece before the next is decoded."""
     raw = np.frombuffer(chunk, dtype=np.uint8)
-    if raw.size == 0:
-        return np.zeros(0, np.uint64)
-    if raw[-1] & 0x80:
+    if raw.size and raw[-1] & 0x80:
         raise WireError("truncated packed varint")
+    pos = 0
+    while pos < raw.size:
+        cut = min(pos + piece, raw.size)
+        while cut < raw.size and raw[cut - 1] & 0x80:  # end the piece after a varint's last byte
+            cut -= 1
+            if cut <= pos or pos + piece - cut >= 10:
+                raise WireError("varint longer than 10 bytes")
+        yield _decode_varints(raw[pos:cut])
+        pos = cut
+
+
+def _decode_varints(raw: np.ndarray) -> np.ndarray:
     ends = np.flatnonzero(raw < 0x80)
     starts = np.concatenate(([0], ends[:-1] + 1))
     group = np.repeat(np.arange(ends.size), ends - starts + 1)
@@ -141,6 +169,31 @@ def packed_varints(chunk: memoryview) -> np.ndarray:
         raise WireError("varint longer than 10 bytes")
     parts = (raw & 0x7F).astype(np.uint64) << shift
     return np.bitwise_or.reduceat(parts, starts)
+
+
+def read_field(buf: bytes | memoryview, pos: int) -> tuple[int, int, int | memoryview, int]:
+    """One field at `pos`: (number, wire type, value, position after it); values as `iter_fields`.
+
+    For parsers that skip ahead over runs they decode themselves (see tf_v1's values)."""
+    tag, pos = read_varint(buf, pos)
+    number, wire = tag >> 3, tag & 7
+    end = len(buf)
+    if number == 0:
+        raise WireError("field number 0")
+    if wire == VARINT:
+        value, pos = read_varint(buf, pos)
+        return number, wire, value, pos
+    if wire in (FIXED64, FIXED32):
+        width = 8 if wire == FIXED64 else 4
+        if pos + width > end:
+            raise WireError(f"truncated fixed{width * 8}")
+        return number, wire, int.from_bytes(buf[pos : pos + width], "little"), pos + width
+    if wire == LEN:
+        length, pos = read_varint(buf, pos)
+        if pos + length > end:
+            raise WireError("length-delimited field runs past the end")
+        return number, wire, memoryview(buf)[pos : pos + length], pos + length
+    raise WireError(f"unsupported wire type {wire}")
 
 
 # --- encoding ------------------------------------------------------------------------------

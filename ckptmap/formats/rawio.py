@@ -1,14 +1,17 @@
 """Raw file access shared by the formats that store tensors as plain bytes (torch, safetensors).
 
 `MappedFile` maps a file once and hands out zero-copy slices that give their memory back when freed;
-`file_size` turns the ways a file can be unusable into one-line errors; `refuse_zip_bomb` guards the
-zip-based formats (torch, .keras); `open_output` is where a byte-level writer's data goes (through
-`stream.BlockStream`).
+`regular_file` and `file_size` turn the ways a file can be unusable (missing, a FIFO or a device
+that would block or never end, a link loop, empty) into one-line errors, and `read_small` reads a
+small text file (a mapping, a manifest) that way with a bound on its size; `refuse_zip_bomb` guards
+the zip-based formats (torch, .keras); `open_output` is where a byte-level writer's data goes
+(through `stream.BlockStream`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import mmap
 import os
@@ -16,26 +19,97 @@ import stat
 import weakref
 import zipfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-import numpy as np
+from .. import lazy
+from ..errors import CkptmapError, FormatError, SourceNotFoundError
 
-from ..errors import FormatError, SourceNotFoundError
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy.module("numpy")
+
+
+def regular_file(path: Path, error: type[CkptmapError] = FormatError) -> os.stat_result:
+    """`path`'s stat (symlinks followed) if it is a regular file; else one line saying what it is.
+
+    Checked before any open: opening a FIFO blocks until a writer comes, reading /dev/zero never
+    ends, a socket or a directory has no bytes to give. `error` is the class a caller's users know
+    (a mapping file's problems are RuleErrors); a missing file is always SourceNotFoundError.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        try:
+            target = os.readlink(path)
+        except OSError:  # not a link (or no longer one): plainly missing
+            raise SourceNotFoundError(f"{path}: no such file.") from None
+        raise error(f"{path}: a broken symbolic link (to {target}).") from None
+    except OSError as e:  # ELOOP (a link loop), EACCES, ENAMETOOLONG
+        raise error(f"{path}: cannot read it ({e.strerror or e}).") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise error(f"{path}: not a regular file ({kind(info.st_mode)}).")
+    return info
+
+
+def kind(mode: int) -> str:
+    """What a non-regular file is, as an error message says it."""
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a directory"),
+    ):
+        if test(mode):
+            return name
+    return "of an unknown kind"
+
+
+def open_regular(path: Path, error: type[CkptmapError] = FormatError) -> BinaryIO:
+    """`path` opened for reading, refused (one line) unless it is a regular file.
+
+    Checked before the open (devices are never opened: opening one can have effects) and again on
+    the open file, which is opened without blocking: a file swapped for a FIFO in between fails
+    the second check instead of hanging the open.
+    """
+    regular_file(path, error)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise error(f"{path}: cannot read it ({e.strerror or e}).") from None
+    f = os.fdopen(fd, "rb")
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        f.close()
+        raise error(f"{path}: not a regular file ({kind(info.st_mode)}).")
+    return f  # O_NONBLOCK does not change how a regular file reads
+
+
+def read_small(path: Path, limit: int, what: str, error: type[CkptmapError] = FormatError) -> bytes:
+    """The bytes of a small file (a mapping, a manifest, a state file) of at most `limit` bytes.
+
+    Reads at most `limit` + 1 bytes whatever the file claims or grows to, so /proc files and files
+    appended to while read are bounded too. `what` names the file in messages ("mapping file").
+    """
+    try:
+        with open_regular(path, error) as f:
+            data = f.read(limit + 1)
+    except SourceNotFoundError:
+        raise error(f"{path}: cannot read the {what} ({os.strerror(errno.ENOENT)}).") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read the {what} ({e.strerror or e}).") from None
+    if len(data) > limit:
+        raise error(f"{path}: more than {limit >> 20} MiB, too large for a {what}; is it the right file?")
+    return data
 
 
 def file_size(path: Path) -> int:
     """The size of a checkpoint file; missing, unreadable, non-regular and empty files raise here."""
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise SourceNotFoundError(f"{path}: no such file.") from None
-    except OSError as e:
-        raise FormatError(f"{path}: cannot read it ({e.strerror or e}).") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise FormatError(f"{path}: not a regular file.")
-    if info.st_size == 0:
+    size = regular_file(path).st_size
+    if size == 0:
         raise FormatError(f"{path}: the file is empty.")
-    return info.st_size
+    return size
 
 
 class MappedFile:
@@ -55,7 +129,7 @@ class MappedFile:
             return memoryview(b"")
         if self._map is None:
             file_size(self.path)
-            with open(self.path, "rb") as f:
+            with open_regular(self.path) as f:
                 self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         if offset < 0 or offset + nbytes > len(self._map):
             raise FormatError(

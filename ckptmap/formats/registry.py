@@ -21,6 +21,7 @@ plus one row here.
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -113,8 +114,11 @@ def detect(path: Path) -> FormatSpec:
 
 def resolve(path: Path) -> tuple[FormatSpec, Path]:
     """The format and the path to read: `path` itself, or the one checkpoint file in a directory."""
-    if not path.exists() and not _has_prefix_files(path):
+    if not os.path.lexists(path) and not _has_prefix_files(path):
         raise SourceNotFoundError(f"{path}: no such file, directory or checkpoint prefix.")
+    # Before any sniffer opens it: a FIFO blocks the open, a device reads forever, a link loop or a
+    # broken link is named as what it is. A TF prefix is not a file; its .index must be one.
+    _refuse_special(path if os.path.lexists(path) else Path(f"{path}.index"))
     found = _sniff(path)
     if found is not None:
         return found, path
@@ -175,6 +179,8 @@ def _suffix_match(fmt: FormatSpec, path: Path) -> int:
 def read(path: str | Path, *, format: str | None = None) -> Checkpoint:
     p = Path(path)
     if format:
+        if os.path.lexists(p):  # else a TF prefix, which its reader resolves
+            _refuse_special(p)
         return spec(format).load().read(p)
     fmt, target = resolve(p)
     return fmt.load().read(target)
@@ -202,7 +208,15 @@ def has_known_suffix(path: Path) -> bool:
     return any(_suffix_match(f, path) for f in FORMATS if f.writable)
 
 
+def _refuse_special(path: Path) -> None:
+    """Raise unless `path` is a directory or a regular file (links followed); see rawio.regular_file."""
+    from .rawio import regular_file  # here: listing formats imports nothing it does not need
+
+    if not path.is_dir():
+        regular_file(path)
+
+
 def _has_prefix_files(path: Path) -> bool:
     # A TF checkpoint is named by a prefix that is not itself a file (`model.ckpt` for
     # `model.ckpt.index` + `model.ckpt.data-00000-of-00001`).
-    return Path(str(path) + ".index").exists()
+    return os.path.lexists(f"{path}.index")  # a broken link or a FIFO too: `resolve` says what it is

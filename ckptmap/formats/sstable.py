@@ -18,13 +18,18 @@ import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import google_crc32c
-import numpy as np
 
+from .. import lazy
 from ..errors import FormatError
 from .protowire import WireError, encode_varint, read_varint
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy.module("numpy")
 
 MAGIC = 0xDB4775248B80FB57  # kTableMagicNumber, format.h
 FOOTER_SIZE = 48  # Footer::kEncodedLength: two BlockHandles padded to 40 bytes, 8-byte magic
@@ -128,8 +133,7 @@ class TableReader:
             raise FormatError(f"{self.path}: too short ({size} bytes) to be a TensorFlow table.")
         with open(self.path, "rb") as f:
             self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        self._bytes = np.frombuffer(self._mmap, dtype=np.uint8)  # read-only, zero-copy
-        self._view = memoryview(self._bytes)
+        self._view = memoryview(self._mmap)  # read-only, zero-copy; numpy is not needed to read an index
         footer = bytes(self._view[size - FOOTER_SIZE :])
         if struct.unpack("<Q", footer[-8:])[0] != MAGIC:
             raise FormatError(
@@ -141,6 +145,9 @@ class TableReader:
             self.index = [(k, _decode_handle(v, 0)[0]) for k, v in _block_entries(self._block(index_handle))]
         except WireError as e:
             raise FormatError(f"{self.path}: damaged table index ({e}).") from e
+        # Kept for items(), the one reader an aliased index multiplies: `first_entry` and `get`
+        # read one block, and sniffing should still see a (damaged) TensorFlow table.
+        self._index_error = _check_index(self.index)
         self._index_keys = [k for k, _ in self.index]
         self._cache: tuple[int, dict[bytes, memoryview]] | None = None
 
@@ -148,11 +155,11 @@ class TableReader:
         """A block's contents after checking its CRC (format.cc ReadBlock) and decompressing."""
         offset, size = handle
         end = offset + size + TRAILER_SIZE
-        if offset < 0 or end > len(self._bytes):
+        if offset < 0 or end > len(self._view):
             raise WireError(f"block at {offset} runs past the end of the file (truncated?)")
-        kind = int(self._bytes[offset + size])
+        kind = self._view[offset + size]
         (stored,) = struct.unpack_from("<I", self._view, offset + size + 1)
-        if google_crc32c.value(self._bytes[offset : offset + size + 1]) != unmask_crc(stored):
+        if google_crc32c.value(bytes(self._view[offset : offset + size + 1])) != unmask_crc(stored):
             raise WireError(f"checksum mismatch in the block at offset {offset}")
         contents = self._view[offset : offset + size]
         if kind == NO_COMPRESSION:
@@ -163,6 +170,8 @@ class TableReader:
 
     def items(self) -> Iterator[tuple[bytes, memoryview]]:
         """Every (key, value) in key order; values are views into the mapped file."""
+        if self._index_error is not None:
+            raise FormatError(f"{self.path}: damaged table index ({self._index_error}).")
         for _, handle in self.index:
             try:
                 yield from _block_entries(self._block(handle))
@@ -188,9 +197,9 @@ class TableReader:
             return None
         offset, size = self.index[0][1]
         try:
-            if offset + size + TRAILER_SIZE > len(self._bytes):
+            if offset + size + TRAILER_SIZE > len(self._view):
                 return None
-            if self._bytes[offset + size] != NO_COMPRESSION:
+            if self._view[offset + size] != NO_COMPRESSION:
                 key, value = next(_block_entries(self._block((offset, size))))
                 return key, bytes(value[:64])
             head = self._view[offset : offset + min(size, 128)]  # a peek: no CRC check
@@ -204,6 +213,18 @@ class TableReader:
         key = bytes(head[pos : pos + non_shared])
         pos += non_shared
         return key, bytes(head[pos : pos + min(value_length, 64)])
+
+
+def _check_index(index: list[tuple[bytes, tuple[int, int]]]) -> str | None:
+    """Data blocks come in key order, one after another (table_builder.cc). An index that names
+    one block many times, or blocks that overlap, would make a small file read as a huge table
+    (every entry again for each mention) and let keys come out of order. Returns what is wrong."""
+    end, last = 0, None
+    for key, (offset, size) in index:
+        if offset < end or (last is not None and key <= last):
+            return f"the index names overlapping or out-of-order blocks (at offset {offset})"
+        end, last = offset + size + TRAILER_SIZE, key
+    return None
 
 
 def _decode_handle(buf: bytes | memoryview, pos: int) -> tuple[tuple[int, int], int]:

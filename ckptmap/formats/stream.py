@@ -10,17 +10,21 @@ HDF5 writers (Keras) hand h5py the same blocks through `write_dataset`.
 
 from __future__ import annotations
 
+import errno
 import queue
 import threading
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-import numpy as np
-
-from .. import dtypes, parallel
+from .. import dtypes, lazy, parallel
 from ..errors import FormatError, WriteError
 from ..tree import TensorEntry
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy.module("numpy")
 
 # How often an idle writer looks whether it should stop, and how long an exit on an exception
 # waits for it: a block in flight is written in well under a second; a writer still busy after
@@ -30,7 +34,7 @@ _DEPTH = 3  # blocks that may wait for the writer
 
 BLOCK_BYTES = 4 << 20  # measured: transposing blocks of 1 MiB runs at half the speed of 4 MiB ones
 
-Checksum = Callable[[int, np.ndarray], int]  # (running value, next bytes) -> new value
+Checksum = Callable[[int, "np.ndarray"], int]  # (running value, next bytes) -> new value
 
 
 def checked_blocks(entry: TensorEntry) -> Iterator[np.ndarray]:
@@ -63,6 +67,18 @@ def write_dataset(group: Any, name: str, entry: TensorEntry, stored: str | None 
     return dataset
 
 
+def _vanished(name: str, error: OSError) -> BaseException:
+    """EFAULT from write(2) means the kernel could not read the block it was given: a source's
+    memory map lost its pages because the file was truncated (in user space the same read is a
+    SIGBUS, see `cli.supervise`). Anything else is the output's trouble, as it was."""
+    if error.errno != errno.EFAULT:
+        return error
+    return FormatError(
+        f"Tensor '{name}': its source file changed or was truncated while it was being read "
+        "(the data to copy vanished); no output was written."
+    )
+
+
 class BlockStream:
     """`with BlockStream(f) as out: out.write(header); crc = out.tensor(entry, checksum)`.
 
@@ -77,7 +93,7 @@ class BlockStream:
 
     def __init__(self, f: BinaryIO) -> None:
         self.f = f
-        self._queue: queue.Queue[np.ndarray | bytes | None] = queue.Queue(_DEPTH)
+        self._queue: queue.Queue[tuple[str, np.ndarray | bytes] | None] = queue.Queue(_DEPTH)
         self._error: BaseException | None = None
         self._stopping = False  # set by an exit on an exception; the writer quits without None
         self._thread: threading.Thread | None = None
@@ -89,13 +105,16 @@ class BlockStream:
             self._thread.start()
         return self
 
-    def write(self, data: np.ndarray | bytes) -> None:
-        """Queue bytes to be written after everything queued before them."""
+    def write(self, data: np.ndarray | bytes, name: str = "") -> None:
+        """Queue bytes (of tensor `name`, for errors) to be written after everything queued before."""
         if self._thread is None:
-            self.f.write(data)
+            try:
+                self.f.write(data)
+            except OSError as e:
+                raise _vanished(name, e) from e
             return
         self._raise_if_failed()
-        self._queue.put(data)  # cannot hang: the writing thread takes items even after an error
+        self._queue.put((name, data))  # cannot hang: the writing thread takes items even after an error
 
     def tensor(self, entry: TensorEntry, checksum: Checksum | None = None) -> int:
         """Queue the entry's data; returns its checksum (0 without one)."""
@@ -105,7 +124,7 @@ class BlockStream:
             if checksum is not None:
                 value = checksum(value, block)
             size += block.size
-            self.write(block)
+            self.write(block, entry.name)
         if size != entry.nbytes:  # the offsets of what follows were computed from the shape
             raise WriteError(
                 f"Tensor '{entry.name}': its data came to {size} bytes, its shape needs {entry.nbytes}."
@@ -139,7 +158,12 @@ class BlockStream:
                 return
             if self._error is not None or self._stopping:
                 continue  # keep taking items so the producer is never stuck on a full queue
+            name, block = data
             try:
-                self.f.write(data)
-            except BaseException as e:  # handed to the producing thread
+                self.f.write(block)
+            except OSError as e:  # handed to the producing thread
+                self._error = _vanished(name, e)
+                if self._error is not e:
+                    self._error.__cause__ = e
+            except BaseException as e:
                 self._error = e

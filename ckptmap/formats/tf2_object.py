@@ -19,16 +19,20 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from .. import kinds
+from .. import kinds, lazy
 from ..errors import CkptmapError, FormatError, WriteError
 from ..tree import Checkpoint, TensorEntry
 from . import keras_names as kn
 from . import object_graph as og
 from . import tf_bundle
 from .protowire import WireError
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy.module("numpy")
 
 FORMAT = "tf2"
 KERAS_FORMATS = frozenset({"keras2", "keras3", "keras-archive"})

@@ -13,16 +13,17 @@ index and the `checkpoint` state file, all through AtomicFiles.
 
 from __future__ import annotations
 
+import itertools
 import mmap
 import os
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import google_crc32c
-import numpy as np
 
-from .. import dtypes
+from .. import dtypes, lazy
 from ..atomic import AtomicFiles
 from ..errors import CkptmapError, FormatError, SourceNotFoundError, UnsupportedError, WriteError
 from ..tree import Checkpoint, TensorEntry, canonical_tf_name
@@ -32,8 +33,14 @@ from .rawio import open_output, view_of
 from .sstable import TableReader, TableWriter, mask_crc, unmask_crc
 from .stream import BlockStream
 
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy.module("numpy")
+
 FORMAT = "tf"
 _UINT32_MAX = 0xFFFFFFFF
+_INT32_MAX = 0x7FFFFFFF
 _BUNDLE_VERSION = 1  # kTensorBundleVersion: what this reader understands, and what it writes
 OBJECT_GRAPH_KEY = b"_CHECKPOINTABLE_OBJECT_GRAPH"  # TF2 object-based checkpoints (format "tf2")
 
@@ -118,13 +125,11 @@ class _Bundle:
                 f"{self.index}: written by a newer TensorFlow (format version "
                 f"{header.producer}, needs a reader >= {header.min_consumer})."
             )
-        if header.num_shards < 1:
+        if not 1 <= header.num_shards <= _INT32_MAX:  # num_shards is an int32
             raise FormatError(f"{self.index}: damaged checkpoint index (num_shards={header.num_shards}).")
         self.big_endian = header.big_endian
-        self.data = [tf_paths.data_path(prefix, i, header.num_shards) for i in range(header.num_shards)]
-        for shard in self.data:
-            if not shard.is_file():
-                raise SourceNotFoundError(f"{self.index}: its data shard {shard.name} is missing.")
+        self.data = _data_shards(self.index, prefix, header.num_shards)
+        _refuse_aliasing(self.index, self.entries)
         self._maps: dict[int, mmap.mmap | None] = {}
 
     def _bytes(self, name: str, entry: BundleEntry) -> np.ndarray:
@@ -198,6 +203,50 @@ class _Bundle:
         for region, part in parts:
             out[region] = part
         return out
+
+
+def _data_shards(index: Path, prefix: Path, count: int) -> list[Path]:
+    """The `count` data shards of the bundle, each checked to be a regular file.
+
+    The count comes from the index, so it is checked against the shards in the directory before
+    any path is built: a damaged count of 10**9 costs one directory listing, not 10**9 paths."""
+    head, tail = f"{prefix.name}.data-", f"-of-{count:05d}"
+    try:
+        with os.scandir(prefix.parent) as listing:
+            present = {e.name for e in listing if e.name.startswith(head) and e.name.endswith(tail)}
+    except OSError as e:
+        raise FormatError(f"{index}: cannot list its directory ({e.strerror or e}).") from None
+    names = (tf_paths.data_path(prefix, i, count).name for i in range(count))
+    missing = next((name for name in names if name not in present), None)  # <= len(present) + 1 steps
+    if missing is not None:
+        many = count > len(present) + 1
+        found = f" (the index lists {count} shards, {len(present)} are here)" if many else ""
+        raise SourceNotFoundError(f"{index}: its data shard {missing} is missing{found}.")
+    shards = [tf_paths.data_path(prefix, i, count) for i in range(count)]
+    for shard in shards:
+        if not shard.is_file():  # follows links: a link to a regular file is fine, a FIFO is not
+            raise FormatError(f"{index}: its data shard {shard.name} is not a regular file.")
+    return shards
+
+
+def _refuse_aliasing(index: Path, entries: dict[bytes, BundleEntry]) -> None:
+    """Refuse entries whose bytes overlap in a shard. TF writes each tensor and slice once, so
+    shared bytes are damage or an attack: a few KB pointed at by many slices or entries would
+    assemble gigabytes. One sort of the (shard, offset) ranges: O(n log n) in entries."""
+    spans = sorted((e.shard_id, e.offset, e.offset + e.size, key) for key, e in entries.items() if e.size > 0)
+    for (shard, _, end, key), (next_shard, start, _, next_key) in itertools.pairwise(spans):
+        if shard == next_shard and start < end:
+            raise FormatError(
+                f"{index}: tensors '{_key_text(key)}' and '{_key_text(next_key)}' point at the same bytes "
+                f"of data shard {shard} (offset {start}); refusing aliased data."
+            )
+
+
+def _key_text(key: bytes) -> str:
+    """A table key for a message: slice keys are binary (OrderedCode), names may be long."""
+    text = key[:80].decode("utf-8", "backslashreplace")
+    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+    return text if len(key) <= 80 else text + "..."
 
 
 def _map_file(path: Path) -> mmap.mmap | None:

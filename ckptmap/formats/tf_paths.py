@@ -123,9 +123,11 @@ def _resolve_directory(directory: Path) -> Resolved:
 
 def read_state(state_file: Path) -> CheckpointState:
     """Parse a `checkpoint` state file (text-format CheckpointState)."""
+    from .rawio import read_small  # a FIFO or a huge file named `checkpoint` must not hang or fill memory
+
     try:
-        text = state_file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
+        text = read_small(state_file, 1 << 20, "checkpoint state file").decode("utf-8")
+    except UnicodeDecodeError as e:
         raise FormatError(f"{state_file}: cannot read the checkpoint state file ({e}).") from e
     latest, every = None, []
     for line in text.splitlines():

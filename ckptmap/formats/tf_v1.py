@@ -23,14 +23,21 @@ from ..errors import CkptmapError, FormatError, UnsupportedError
 from ..tree import Checkpoint, TensorEntry, canonical_tf_name
 from . import tf_paths
 from .protowire import (
+    FIXED32,
+    FIXED64,
+    LEN,
+    VARINT,
     TensorSlice,
     WireError,
     check_tiling,
     decode_shape,
+    encode_varint,
     fields,
+    iter_fields,
+    iter_packed_varints,
     message,
     messages,
-    packed_varints,
+    read_field,
     scalar,
 )
 from .sstable import TableReader
@@ -145,8 +152,8 @@ def _load(
             if value is None:
                 raise WireError(f"slice {piece.extents} is missing")
             part_shape = tuple(s.stop - s.start for s in region)
-            saved = message(fields(value), 2)  # SavedTensorSlices.data: a SavedSlice
-            proto = message(fields(saved), 3) if saved is not None else None  # SavedSlice.data
+            saved = _last_message(value, 2)  # SavedTensorSlices.data: a SavedSlice
+            proto = _last_message(saved, 3) if saved is not None else None  # SavedSlice.data
             count = int(np.prod(part_shape, dtype=np.int64))
             part = _values(proto if proto is not None else memoryview(b""), dtype, count).reshape(part_shape)
         except (WireError, ValueError) as e:  # ValueError: numpy on a byte count that fits no dtype
@@ -165,42 +172,157 @@ def _load(
     return out
 
 
+def _last_message(buf: memoryview, number: int) -> memoryview | None:
+    """The last message field `number` of a wrapper (SavedTensorSlices, SavedSlice): these hold
+    two or three fields, so a run of millions of tiny ones is damage, refused before it costs a
+    Python step and a list entry each."""
+    found = None
+    for i, (field_number, _, value) in enumerate(iter_fields(buf)):
+        if i > _MAX_OTHER_FIELDS:
+            raise WireError("too many fields for a SavedTensorSlices")
+        if field_number == number:
+            if not isinstance(value, memoryview):
+                raise WireError(f"field {number} should be a message")
+            found = value
+    return found
+
+
 def _values(proto: memoryview, dtype: dtypes.DType, count: int) -> np.ndarray:
-    """The `count` values of a TensorProto as a flat array of `dtype`."""
-    f = fields(proto)
-    content = message(f, _TENSOR_CONTENT)
+    """The `count` values of a TensorProto as a flat array of `dtype`.
+
+    One scan finds where the values are (packed chunks and runs of unpacked fields, the latter
+    measured vectorized); nothing is allocated until the bytes are known to hold `count` values,
+    and the values are then decoded piece by piece into the output, so memory stays near the
+    tensor's size however the file is encoded."""
+    number, encoding = _VALUE_FIELDS[dtype.name]
+    width = 8 if dtype.name in ("float64", "complex128") else 4
+    wire_type = (FIXED64 if width == 8 else FIXED32) if encoding == "fixed" else VARINT
+    tag = encode_varint(number << 3 | wire_type)
+    content, segments, strings, others = None, [], [], 0
+    pos, end = 0, len(proto)
+    while pos < end:
+        if encoding != "bytes" and proto[pos : pos + len(tag)] == tag:  # an unpacked run
+            stop = _unpacked_run(proto, pos, tag, width if encoding == "fixed" else 0)
+            if stop > pos:
+                segments.append((pos, stop, False))
+                pos = stop
+                continue
+        field_number, wire, value, after = read_field(proto, pos)
+        if field_number == number and encoding == "bytes" and isinstance(value, memoryview):
+            if len(strings) >= count:
+                raise WireError(f"more than the {count} values expected")
+            strings.append(bytes(value))
+        elif field_number == number and wire == LEN and encoding != "bytes":
+            segments.append((after - len(value), after, True))
+        elif field_number == _TENSOR_CONTENT and wire == LEN:
+            content = value  # the last one wins, as protobuf merges a bytes field
+        else:
+            others += 1
+        if others > _MAX_OTHER_FIELDS or len(segments) > _MAX_SEGMENTS:
+            raise WireError("too many fields for a TensorProto")
+        pos = after
     if content is not None and dtype.name != "string":
         values = np.frombuffer(content, dtype=dtype.numpy.newbyteorder("<"))
+    elif encoding == "bytes":
+        values = np.empty(len(strings), dtype=object)
+        values[:] = strings
+    elif encoding == "fixed":
+        wire_dtype = np.dtype("<f8") if width == 8 else np.dtype("<f4")
+        values = _fixed_values(proto, segments, wire_dtype, count * (2 if dtype.numpy.kind == "c" else 1))
+        values = values.view(dtype.numpy) if dtype.numpy.kind == "c" else values
     else:
-        number, encoding = _VALUE_FIELDS[dtype.name]
-        chunks = f.get(number, [])
-        if encoding == "bytes":
-            values = np.empty(len(chunks), dtype=object)
-            values[:] = [bytes(c) for c in messages(f, number)]
-        elif encoding == "fixed":
-            wire = np.dtype("<f8") if dtype.name in ("float64", "complex128") else np.dtype("<f4")
-            bits = np.dtype("<u8") if wire.itemsize == 8 else np.dtype("<u4")
-            parts = [
-                np.frombuffer(c, wire) if isinstance(c, memoryview) else np.array([c], bits).view(wire)
-                for c in chunks
-            ]
-            values = (
-                _concat(parts, wire).view(dtype.numpy) if dtype.numpy.kind == "c" else _concat(parts, wire)
-            )
-        else:
-            parts = [
-                packed_varints(c) if isinstance(c, memoryview) else np.array([c], np.uint64) for c in chunks
-            ]
-            values = _from_varints(_concat(parts, np.dtype(np.uint64)), dtype)
+        values = _varint_values(proto, segments, dtype, count)
     if values.size != count:
         raise WireError(f"{values.size} values stored, {count} expected")
     return values
 
 
-def _concat(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
-    if len(parts) == 1:
-        return parts[0]  # keep the zero-copy view of the mapped file
-    return np.concatenate(parts) if parts else np.zeros(0, dtype)
+_MAX_OTHER_FIELDS = 64  # a TensorProto has dtype, shape, version: a handful besides its values
+_MAX_SEGMENTS = 4096  # TF writes one packed chunk; more pieces cost a Python step each
+_RUN_PIECE = 1 << 16  # unpacked records examined at a time
+
+
+def _unpacked_run(proto: memoryview, pos: int, tag: bytes, width: int) -> int:
+    """Where a run of unpacked values of one field, starting at `pos` with `tag`, ends; `width` 4
+    or 8 for fixed32/64 values, 0 for varints. Checked vectorized, a piece of records at a time."""
+    data, t = np.frombuffer(proto, dtype=np.uint8), len(tag)
+    expected = np.frombuffer(tag, dtype=np.uint8)
+    while pos < len(data):
+        if width:
+            record = t + width
+            m = min(_RUN_PIECE, (len(data) - pos) // record)
+            if m == 0:
+                return pos
+            ok = (data[pos : pos + m * record].reshape(m, record)[:, :t] == expected).all(axis=1)
+            k = m if ok.all() else int(np.argmin(ok))
+            pos += k * record
+        else:  # tag and value are both varints: pair up the varints of the piece
+            window = data[pos : pos + _RUN_PIECE * 12]
+            ends = np.flatnonzero(window < 0x80)
+            m = ends.size // 2
+            if m == 0:
+                return pos
+            starts = np.concatenate(([0], ends[:-1] + 1))[: 2 * m]
+            tag_ok = ends[0 : 2 * m : 2] - starts[0::2] + 1 == t
+            for i in range(t):
+                tag_ok &= window[np.minimum(starts[0::2] + i, window.size - 1)] == expected[i]
+            tag_ok &= ends[1 : 2 * m : 2] - starts[1::2] < 10  # else let read_field say what is wrong
+            k = m if tag_ok.all() else int(np.argmin(tag_ok))
+            pos += int(ends[2 * k - 1]) + 1 if k else 0
+        if k < m:
+            return pos
+    return pos
+
+
+def _fixed_values(proto: memoryview, segments: list, wire: np.dtype, n: int) -> np.ndarray:
+    """Packed chunks and unpacked runs of fixed32/64 values, `n` expected."""
+    if len(segments) == 1 and segments[0][2]:  # the common case: one packed chunk, read in place
+        start, stop, _ = segments[0]
+        if stop - start != n * wire.itemsize:
+            raise WireError(f"{(stop - start) // wire.itemsize} values stored, {n} expected")
+        return np.frombuffer(proto[start:stop], wire)
+    data = np.frombuffer(proto, dtype=np.uint8)
+    sizes = []
+    for start, stop, packed in segments:
+        record = wire.itemsize if packed else wire.itemsize + _tag_length(data, start)
+        sizes.append((stop - start) // record)
+    if sum(sizes) != n:  # known before anything is allocated
+        raise WireError(f"{sum(sizes)} values stored, {n} expected")
+    out = np.empty(n, wire)
+    rows = out.view(np.uint8).reshape(n, wire.itemsize)
+    filled = 0
+    for (start, stop, packed), size in zip(segments, sizes, strict=True):
+        if size == 0:  # an empty packed field beside the values: valid protobuf, nothing to copy
+            continue
+        chunk = data[start:stop].reshape(size, -1)
+        rows[filled : filled + size] = chunk if packed else chunk[:, -wire.itemsize :]
+        filled += size
+    return out
+
+
+def _varint_values(proto: memoryview, segments: list, dtype: dtypes.DType, count: int) -> np.ndarray:
+    """Packed chunks and unpacked runs of varints, decoded piece by piece into the output."""
+    if sum(stop - start for start, stop, _ in segments) < count:  # every varint takes a byte
+        raise WireError(f"fewer than the {count} values expected")
+    out = np.empty(count, dtype.numpy)
+    filled = 0
+    for start, stop, packed in segments:
+        index = 0  # of the varint in the segment: an unpacked run alternates tag and value
+        for piece in iter_packed_varints(proto[start:stop]):
+            values = piece if packed else piece[(index + 1) % 2 :: 2]
+            index += piece.size
+            if filled + values.size > count:
+                raise WireError(f"more than the {count} values expected")
+            out[filled : filled + values.size] = _from_varints(values, dtype)
+            filled += values.size
+    return out[:filled]
+
+
+def _tag_length(data: np.ndarray, pos: int) -> int:
+    length = 1
+    while data[pos + length - 1] & 0x80:
+        length += 1
+    return length
 
 
 def _from_varints(raw: np.ndarray, dtype: dtypes.DType) -> np.ndarray:

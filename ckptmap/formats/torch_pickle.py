@@ -9,6 +9,11 @@ which is how a pickled `nn.Module` comes back (copyreg `__reduce_ex__(2)`), but 
 is how a pickle runs code (REDUCE, INST, OBJ), raises `FormatError`. `select` then picks what a
 file exposes (a state dict, one nested in a training checkpoint, or a pickled module taken apart),
 and `MappedFile` + `materialize` turn a description into an array only when it is read.
+
+The C unpickler does the work, but only after `pickle_scan.scan` has bounded what the bytes can
+make it spend (memo size, lengths, hashing). Messages never quote a value from the file with
+str() or repr(): a value shared through the memo can take exponential time to print, so values
+are named by type and size (`describe`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import CkptmapError, FormatError, UnsupportedError, one_line
+from . import pickle_scan
 
 # torch.dtype pickles as the global `torch.<name>` (torch/csrc/Dtype.cpp `THPDtype_reduce`).
 _TORCH_DTYPES = {
@@ -39,6 +45,7 @@ _TORCH_DTYPES = {
     "complex128": "complex128", "cdouble": "complex128",
 }  # fmt: skip
 _MAX_REPEATED = 1 << 26  # bytes an expand()ed (stride 0) view may grow to beyond its storage
+_MAX_DIMS = 64  # torch's and numpy's limit on a tensor's dimensions
 _OTHER_TORCH_DTYPE = re.compile(r"float8_\w+|float4_\w+|complex32|chalf|q?u?int\d+(x\d+)?|bits\w+")
 
 
@@ -95,7 +102,7 @@ class _InertMeta(type):
     # Calling a class is how a pickle runs code; instantiating through NEWOBJ (cls.__new__) is not.
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         raise FormatError(
-            f"the pickle calls {cls._path}, which is not on ckptmap's allow-list; refused without "
+            f"the pickle calls {cls._path:.200}, which is not on ckptmap's allow-list; refused without "
             "running it (a trusted file can be re-saved with torch as a state_dict)."
         )
 
@@ -151,9 +158,21 @@ class _TorchDType:
         return dtypes.by_name(_TORCH_DTYPES[self.name])
 
 
+def describe(value: Any) -> str:
+    """A value from a file, for a message: its type and size, never its text (see the docstring)."""
+    kind = value.class_path if isinstance(value, Inert) else type(value).__name__
+    if isinstance(value, str | bytes | tuple | list | dict | set | frozenset):
+        return f"a {kind} of length {len(value)}"
+    if type(value) is int and abs(value) < 1 << 64:
+        return f"the int {value}"
+    return f"a {kind}"
+
+
 def _ints(value: Any, what: str) -> tuple[int, ...]:
     if not isinstance(value, tuple | list) or not all(type(v) is int and v >= 0 for v in value):
-        raise FormatError(f"a tensor's {what} is not a tuple of non-negative ints: {value!r:.80}.")
+        raise FormatError(f"a tensor's {what} is not a tuple of non-negative ints ({describe(value)}).")
+    if len(value) > _MAX_DIMS:
+        raise FormatError(f"a tensor's {what} has {len(value)} dimensions; at most {_MAX_DIMS} are read.")
     return tuple(value)
 
 
@@ -162,7 +181,7 @@ def _tensor(storage: Any, offset: Any, size: Any, stride: Any, dtype: Any, metad
         raise FormatError(f"a tensor is built on {type(storage).__name__}, not on a saved storage.")
     shape, strides = _ints(size, "shape"), _ints(stride, "stride")
     if type(offset) is not int or offset < 0 or len(shape) != len(strides):
-        raise FormatError(f"a tensor has offset {offset!r:.40}, shape {shape} and stride {strides}.")
+        raise FormatError(f"a tensor has offset {describe(offset)}, shape {shape} and stride {strides}.")
     if dtype is None:
         if storage.dtype is None:
             raise FormatError("a tensor on an untyped storage does not name its dtype.")
@@ -170,7 +189,7 @@ def _tensor(storage: Any, offset: Any, size: Any, stride: Any, dtype: Any, metad
     elif isinstance(dtype, _TorchDType):
         dt = dtype.resolve()
     else:
-        raise FormatError(f"a tensor's dtype is {dtype!r:.60}, not a torch dtype.")
+        raise FormatError(f"a tensor's dtype is {describe(dtype)}, not a torch dtype.")
     meta = metadata if isinstance(metadata, dict) else {}
     ref = TensorRef(storage, offset, shape, strides, dt, bool(meta.get("conj")), bool(meta.get("neg")))
     available = storage.nbytes // dt.itemsize
@@ -249,26 +268,96 @@ def _new_instance(cls: Any, *args: Any) -> Any:
     # copyreg.__newobj__ / _reconstructor: instantiate without calling, as NEWOBJ does.
     if isinstance(cls, _InertMeta):
         return cls.__new__(cls, *args)
+    cls = getattr(cls, "kind", cls) if callable(cls) else cls
     if cls in (OrderedDict, dict, list, set, object):
         return cls()
-    raise FormatError(f"the pickle reconstructs {cls!r:.60}, which is not on the allow-list.")
+    raise FormatError(f"the pickle reconstructs {describe(cls)}, which is not on the allow-list.")
 
 
 def _reconstructor(cls: Any, base: Any, state: Any) -> Any:
     # copyreg.py runs `base.__init__(obj, state)` unless base is object: that would be a call.
     if base is not object:
-        raise FormatError(
-            f"the pickle rebuilds an object by calling {getattr(base, '_path', base)}.__init__."
-        )
+        name = base._path if isinstance(base, _InertMeta) else getattr(base, "__name__", type(base).__name__)
+        raise FormatError(f"the pickle rebuilds an object by calling {name:.200}.__init__.")
     return _new_instance(cls)
 
 
+def _device(*args: Any) -> str:
+    # torch.device("cuda", 0) or torch.device("cuda:0"); joined as text, so nothing else is taken.
+    if len(args) > 2 or not all((type(a) is str and len(a) < 64) or _small_int(a) for a in args):
+        raise FormatError(f"a torch.device is built from {describe(args)} that are not a name and an index.")
+    return ":".join(map(str, args))
+
+
+def _layout(name: Any) -> str:
+    if type(name) is not str or len(name) > 64:
+        raise FormatError(f"a tensor layout is named by {describe(name)}, not by a short string.")
+    return name
+
+
+class _Hashing:
+    """`set`, `frozenset`, `Counter`, `OrderedDict` called on a list hash its elements in C. The
+    scan cannot see into lists, so each call counts the elements whose hash a file can choose
+    (tuples by their size, floats, huge ints) against one budget per pickle."""
+
+    def __init__(self) -> None:
+        self.count = self.weight = 0
+
+    def check(self, items: Any, pairs: bool = False) -> Any:
+        if isinstance(items, dict | set | frozenset):  # already hashed once, at the same cost
+            items = list(items)
+        if not isinstance(items, list | tuple):
+            return items  # str, bytes, an inert object: the call raises or iterates cheaply
+        for item in items:
+            if pairs:
+                item = item[0] if isinstance(item, tuple | list) and item else None
+            self.weight += _hash_weight(item, pickle_scan.MAX_HASHED_WEIGHT - self.weight + 1)
+            self.count += type(item) not in _RANDOMIZED and not _small_int(item)
+            if self.count > pickle_scan.MAX_HASHED or self.weight > pickle_scan.MAX_HASHED_WEIGHT:
+                raise FormatError(
+                    f"the pickle builds sets or dicts from over {pickle_scan.MAX_HASHED} tuples, floats "
+                    "or huge ints; colliding hashes would make reading it quadratic."
+                )
+        return items
+
+    def factories(self) -> dict[str, Any]:
+        def of(kind: type, pairs: bool = False) -> Callable[..., Any]:
+            def make(*args: Any) -> Any:
+                return kind(*(self.check(a, pairs) for a in args[:1]))
+
+            make.kind = kind  # type: ignore[attr-defined]  # what copyreg.__newobj__(make) builds
+            return make
+
+        return {
+            "collections.OrderedDict": of(OrderedDict, pairs=True),
+            "collections.Counter": of(Counter),
+            "builtins.set": of(set),
+            "builtins.frozenset": of(frozenset),
+        }
+
+
+_RANDOMIZED = (str, bytes, bool, type(None))  # str and bytes hashes are salted per process
+
+
+def _small_int(value: Any) -> bool:
+    return type(value) is int and abs(value) < 1 << 61
+
+
+def _hash_weight(value: Any, budget: int) -> int:
+    """Steps hashing `value` takes (nested tuples walked, at most `budget` of them)."""
+    if type(value) is not tuple:
+        return 0 if type(value) in _RANDOMIZED or _small_int(value) else 1
+    steps, todo = 0, [value]
+    while todo and steps < budget:
+        item = todo.pop()
+        steps += 1
+        if type(item) is tuple:
+            todo.extend(item)
+    return steps
+
+
 _ALLOWED: dict[str, Any] = {
-    "collections.OrderedDict": OrderedDict,
-    "collections.Counter": Counter,
     "collections.defaultdict": lambda *args: {},  # the default factory is never needed for reading
-    "builtins.set": set,
-    "builtins.frozenset": frozenset,
     "builtins.complex": complex,
     "builtins.slice": slice,
     "builtins.object": object,
@@ -277,9 +366,9 @@ _ALLOWED: dict[str, Any] = {
     "_codecs.encode": _encode,
     "copyreg._reconstructor": _reconstructor,
     "copyreg.__newobj__": _new_instance,
-    "torch.Size": lambda sizes=(): tuple(sizes),
-    "torch.device": lambda *args: ":".join(str(a) for a in args),
-    "torch.serialization._get_layout": str,
+    "torch.Size": lambda sizes=(): _ints(sizes, "size"),
+    "torch.device": _device,
+    "torch.serialization._get_layout": _layout,
     "torch._utils._rebuild_tensor": _rebuild_tensor,
     "torch._utils._rebuild_tensor_v2": _rebuild_tensor_v2,
     "torch._utils._rebuild_tensor_v3": _rebuild_tensor_v3,
@@ -309,6 +398,7 @@ class _Unpickler(pickle.Unpickler):
         super().__init__(file, encoding="utf-8")
         self._load_pid = persistent_load
         self._classes: dict[str, type] = {}
+        self._hashing = _Hashing().factories()
 
     def find_class(self, module: str, name: str) -> Any:
         # Python 2 names (`__builtin__.set`); the base find_class would map them, ours must too.
@@ -318,6 +408,8 @@ class _Unpickler(pickle.Unpickler):
         path = f"{module}.{name}"
         if path in _ALLOWED:
             return _ALLOWED[path]
+        if path in self._hashing:
+            return self._hashing[path]
         if module in ("torch", "torch.cuda", "torch.storage") and name.endswith("Storage"):
             if name in ("UntypedStorage", "ByteStorage") and module != "torch.cuda":
                 untyped = name == "UntypedStorage"
@@ -338,29 +430,53 @@ class _Unpickler(pickle.Unpickler):
     def persistent_load(self, pid: Any) -> Any:
         if self._load_pid is None:
             raise FormatError("the pickle refers to an external object where none is expected.")
+        # Readers quote a bad id in their messages: only flat tuples reach them, cheap to print.
+        if not isinstance(pid, tuple) or len(pid) > 8 or not all(map(_flat, pid)):
+            raise FormatError(f"the pickle has a persistent id that is {describe(pid)}, not a flat tuple.")
         return self._load_pid(pid)
 
 
+def _flat(value: Any) -> bool:
+    if isinstance(value, tuple):  # a storage view's (key, offset, size)
+        return len(value) <= 8 and all(type(v) in _FLAT for v in value)
+    return type(value) in _FLAT or isinstance(value, _StorageType | _InertMeta)
+
+
+_FLAT = (str, bytes, int, bool, type(None))
+
+
 def unpickle(
-    data: bytes | IO[bytes], source: str | Path, persistent_load: Callable[[Any], Any] | None = None
+    data: bytes | memoryview, source: str | Path, persistent_load: Callable[[Any], Any] | None = None
 ) -> Any:
     """Load one pickle with the allow-list; any failure is a one-line `FormatError` naming `source`."""
-    file = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
+    return unpickle_at(data, 0, source, persistent_load)[0]
+
+
+def unpickle_at(
+    data: bytes | memoryview,
+    start: int,
+    source: str | Path,
+    persistent_load: Callable[[Any], Any] | None = None,
+) -> tuple[Any, int]:
+    """The pickle at `start` of `data` (a file holding several, or data after one) and where it ends."""
     try:
-        return _Unpickler(file, persistent_load).load()
+        stop = pickle_scan.scan(data, start)  # bounds what the C unpickler below can be made to spend
+        return _Unpickler(io.BytesIO(data[start:stop]), persistent_load).load(), stop
     except CkptmapError as e:
         raise type(e)(f"{source}: {e}") from None
     except RecursionError:
         raise FormatError(f"{source}: the pickle nests too deeply.") from None
     except Exception as e:  # a malformed pickle can raise almost anything; none of it is ours
-        detail = one_line(f"{type(e).__name__}: {e}")[:200]  # its text may span lines
+        # Only the text arguments of the error: a KeyError's argument is the file's own value.
+        text = " ".join(a[:200] for a in e.args if isinstance(a, str))
+        detail = one_line(f"{type(e).__name__}: {text}")[:200]  # its text may span lines
         raise FormatError(f"{source}: the pickle is damaged ({detail}).") from None
 
 
 def storage_type(value: Any) -> _StorageType:
     """The storage class of a persistent id; raised errors get the path from `unpickle`."""
     if not isinstance(value, _StorageType):
-        raise FormatError(f"a persistent id names {value!r:.60}, not a torch storage class.")
+        raise FormatError(f"a persistent id names {describe(value)}, not a torch storage class.")
     if value.dtype is None and not value.untyped:
         raise UnsupportedError(f"storages of type torch.{value.name} are not supported.")
     return value
@@ -368,7 +484,13 @@ def storage_type(value: Any) -> _StorageType:
 
 def text(value: Any) -> str:
     """Persistent-id fields written by Python 2 arrive as bytes (torch `_maybe_decode_ascii`)."""
-    return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace")
+    if type(value) is int:  # torch's own keys are str; hand-made files may number them
+        return str(value)
+    if not isinstance(value, str):
+        raise FormatError(f"a persistent id holds {describe(value)} where a name belongs.")
+    return value
 
 
 def materialize(ref: TensorRef, storage: memoryview | bytes, *, big_endian: bool = False) -> np.ndarray:
@@ -387,7 +509,9 @@ def materialize(ref: TensorRef, storage: memoryview | bytes, *, big_endian: bool
     if start + count * dt.itemsize > len(storage):
         raise FormatError(f"storage '{ref.storage.key}' is shorter than its tensors need.")
     flat = np.frombuffer(storage, dtype=dt, count=count, offset=start)
-    strides = tuple(s * dt.itemsize for s in ref.stride)
+    # A dimension of size 1 never uses its stride, so torch allows any there (2**62 included);
+    # as_strided needs it to fit a C long. The extent check in _tensor bounds the others.
+    strides = tuple(s * dt.itemsize if n > 1 else 0 for n, s in zip(ref.shape, ref.stride, strict=True))
     view = np.lib.stride_tricks.as_strided(flat, ref.shape, strides, writeable=False)
     whole = start == 0 and count * dt.itemsize == len(storage) and view.size == count
     if whole and view.flags.c_contiguous and not (big_endian and dt.itemsize > 1):

@@ -14,6 +14,7 @@ work; it streams one tensor at a time.
 
 from __future__ import annotations
 
+import itertools
 import re
 import secrets
 import struct
@@ -80,7 +81,7 @@ def read(path: Path) -> Checkpoint:
     def persistent_load(pid: Any) -> tp.StorageRef:
         # torch/serialization.py `_load.persistent_load`: ("storage", type, key, location, numel)
         if not isinstance(pid, tuple) or len(pid) != 5 or tp.text(pid[0]) != "storage":
-            raise FormatError(f"unexpected persistent id {pid!r:.80}.")
+            raise FormatError(f"unexpected persistent id ({tp.describe(pid)}).")
         stype = tp.storage_type(pid[1])
         key, numel = tp.text(pid[2]), pid[4]
         if key in storages:
@@ -113,7 +114,7 @@ class _Archive:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        file_size(path)
+        self._size = file_size(path)
         try:
             with zipfile.ZipFile(path) as zf:
                 infos = zf.infolist()
@@ -132,6 +133,33 @@ class _Archive:
             raise FormatError(f"{path}: the zip has a member named {odd!r:.80}, not a path in its folder.")
         self._map = MappedFile(path)
         self._verified: set[str] = set()
+        self._data_at = self._locate_data(infos)
+
+    def _locate_data(self, infos: list[zipfile.ZipInfo]) -> dict[str, int]:
+        """Where each member's data starts, from its local header, checking that no two members
+        share bytes: one member's data reached from many central-directory entries (or headers
+        whose extra fields lead to the same data) would turn a few MB into gigabytes of tensors.
+        One 30-byte read per member and a sort; storages shared by tensors are one member."""
+        starts: dict[str, int] = {}
+        spans = []
+        for info in infos:
+            header = self._map.read(info.header_offset, 30)
+            if header[:4] != b"PK\x03\x04":
+                raise FormatError(f"{self.path}: the local header of {info.filename} is damaged.")
+            name_len, extra_len = struct.unpack("<HH", header[26:30])
+            local = bytes(self._map.read(info.header_offset + 30, name_len))
+            flags = struct.unpack("<H", header[6:8])[0]
+            if local.decode("utf-8" if flags & 0x800 else "cp437", "replace") != info.orig_filename:
+                raise FormatError(f"{self.path}: {info.filename} points at another member's local header.")
+            start = info.header_offset + 30 + name_len + extra_len
+            starts[info.filename] = start
+            if start + info.compress_size <= self._size:  # else reading it says what is wrong
+                spans.append((info.header_offset, start + info.compress_size, info.filename))
+        spans.sort()
+        for (_, end, name), (begin, _, other) in itertools.pairwise(spans):
+            if begin < end:
+                raise FormatError(f"{self.path}: members {name} and {other} overlap; refusing aliased data.")
+        return starts
 
     def record(self, name: str, limit: int = 1 << 16) -> bytes | None:
         info = self.members.get(f"{self.root}/{name}")
@@ -150,12 +178,8 @@ class _Archive:
             except _ZIP_ERRORS as e:
                 raise FormatError(f"{self.path}: cannot read {info.filename} ({e}).") from None
         # The data follows the local header, its name and extra field (APPNOTE 4.3.7), whose
-        # lengths torch's `getRecordOffset` reads the same way.
-        header = self._map.read(info.header_offset, 30)
-        if header[:4] != b"PK\x03\x04":
-            raise FormatError(f"{self.path}: the local header of {info.filename} is damaged.")
-        name_len, extra_len = struct.unpack("<HH", header[26:30])
-        data = self._map.read(info.header_offset + 30 + name_len + extra_len, info.file_size)
+        # lengths torch's `getRecordOffset` reads the same way (see `_locate_data`).
+        data = self._map.read(self._data_at[info.filename], info.file_size)
         # torch writes CRC 0 when torch.utils.serialization.config.save.compute_crc32 is off.
         if info.filename not in self._verified and info.CRC:
             self._verified.add(info.filename)  # now, so views of one storage queue one check

@@ -24,8 +24,9 @@ from ..cells.recognize import family, find_in_entries
 from ..errors import MappingError
 from ..tree import Checkpoint, TensorEntry
 from .expr import ExprError, Node, OpNode, SourceNode, row_blocks
-from .ops import Zeros, c_order
+from .ops import GROWTH_BYTES, Zeros, c_order
 from .plan import Approximation, Plan, PlannedTensor
+from .regexes import Budget, NameTooLong
 from .schema import CellRule, MappingSpec, MatchRule, RenameRule, Rule
 from .template import TemplateError
 
@@ -77,7 +78,12 @@ def renames_nothing(spec: MappingSpec, names: Iterable[str]) -> bool:
     if not all(isinstance(r, RenameRule) and r.names is not None for r in rules):
         return False
     names = list(names)
-    return not any(r.names.may_match_any(names) for r in rules)  # type: ignore[union-attr]
+    budget = Budget()
+    try:
+        return not any(r.names.may_match_any(names, budget) for r in rules)  # type: ignore[union-attr]
+    except NameTooLong as e:
+        where = next((r.where() for r in rules), spec.name)  # the first: renames are tested together
+        raise MappingError(f"mapping {spec.name}, {where}: {e}.") from None
 
 
 class _Run:
@@ -92,6 +98,7 @@ class _Run:
         self.dropped: list[tuple[str, str]] = []
         self.approximations: list[Approximation] = []
         self.reads = _ReadOnce()
+        self.budget = Budget()  # one deadline for all the regex matching of this run
 
     def execute(self) -> tuple[Checkpoint, Plan]:
         for rule in self.spec.rules:
@@ -109,15 +116,17 @@ class _Run:
     def _rename(self, rule: RenameRule) -> None:
         renamed: dict[str, TensorEntry] = {}
         for name, entry in self.live.items():
-            new = name
-            untouched = rule.names is not None and not rule.names.may_match(name)
-            for pattern, replacement in () if untouched else rule.subs:
-                try:
-                    new = pattern.sub(replacement, new)
-                except re.error as e:  # a bad group reference in the replacement
-                    raise MappingError(
-                        f"{rule.where()}: replacement '{replacement}' fails on '{name}': {e}."
-                    ) from None
+            new, replacement = name, ""
+            try:
+                untouched = rule.names is not None and not rule.names.may_match(name, self.budget)
+                for pattern, replacement in () if untouched else rule.subs:
+                    new = pattern.sub(replacement, new, self.budget)
+            except re.error as e:  # a bad group reference in the replacement
+                raise MappingError(
+                    f"{rule.where()}: replacement '{replacement}' fails on '{_short(name)}': {e}."
+                ) from None
+            except NameTooLong as e:
+                raise MappingError(f"{rule.where()} on '{_short(name)}': {e}.") from None
             if new in renamed:
                 raise MappingError(
                     f"{rule.where()}: renames both '{renamed[new].name}' and '{entry.name}' to '{new}'."
@@ -183,7 +192,10 @@ class _Run:
             entry = self.live.get(name)
             if entry is None or entry.kind != kinds.WEIGHT:
                 continue
-            m = next((m for p in rule.patterns if (m := p.fullmatch(name))), None)
+            try:
+                m = next((m for p in rule.patterns if (m := p.fullmatch(name, self.budget))), None)
+            except NameTooLong as e:
+                raise MappingError(f"{rule.where()} on '{_short(name)}': {e}.") from None
             if m is None:
                 continue
             groups = {"0": name, **m.groupdict()}
@@ -278,6 +290,7 @@ class _Run:
                     f"Two tensors would both be named '{t.name}': from {_origin(a)} and {_origin(b)}."
                 )
             seen[t.name] = t
+        _check_growth(self.targets)
         ordered = sorted(self.targets, key=lambda t: t.anchor)  # stable: keeps rule order within a cell
         for t in ordered:
             self.reads.claim(t.node)
@@ -322,6 +335,26 @@ class _Run:
             self.approximations,
         )
         return out, plan
+
+
+def _check_growth(targets: list[_Target]) -> None:
+    """Each computed tensor is held to GROWTH_BYTES over its sources when it is built (`OpNode`);
+    here all of them together are, so a thousand targets of 1 GiB of zeros are refused too."""
+    total = 0
+    for t in targets:
+        if isinstance(t.node, OpNode):
+            total += t.node.growth
+            if total > GROWTH_BYTES:
+                raise MappingError(
+                    f"{_origin(t)}: the tensors this mapping computes hold over {GROWTH_BYTES:,} bytes "
+                    f"more than their sources (at '{_short(t.name)}', shape {list(t.node.shape)}); "
+                    "a mapping may only move, reorder and combine what the checkpoint holds."
+                )
+
+
+def _short(name: str) -> str:
+    """A name for a message: a crafted one may be megabytes long."""
+    return name if len(name) <= 200 else f"{name[:100]}...{name[-50:]} ({len(name)} characters)"
 
 
 def _key(t: _Target) -> str:

@@ -34,11 +34,31 @@ class ExprError(Exception):
     """A problem with an expression; the schema or engine adds the rule and line."""
 
 
+# Bounds on an expression's text, so parsing and the recursive walks over its tree stay short:
+# real expressions have tens of nodes and a nesting of a few levels.
+MAX_EXPR_CHARS = 10_000
+MAX_EXPR_NODES = 2_000
+MAX_EXPR_DEPTH = 50
+# Numbers an expression computes stay within int64 (sizes) or a float: no huge-int arithmetic.
+MAX_NUMBER = 1 << 63
+
+
+def nbytes(shape: tuple[int, ...], dtype: str) -> int:
+    return ops.elements(shape) * dtypes.by_name(dtype).itemsize
+
+
 class Node:
     """A tensor-valued result: shape and dtype known now, data computed on demand."""
 
     shape: tuple[int, ...]
     dtype: str
+    # The bytes of each distinct source below this node (by id of its entry): what it may grow from.
+    sourced: dict[int, int]
+
+    @property
+    def growth(self) -> int:
+        """Bytes this tensor holds beyond the sources it is computed from (0 if none)."""
+        return max(0, nbytes(self.shape, self.dtype) - sum(self.sourced.values()))
 
     def compute(self, read: dict[int, np.ndarray] | None = None) -> np.ndarray:
         """The whole result. `read` holds the sources already read for this target, so a source
@@ -52,6 +72,7 @@ class Node:
 class SourceNode(Node):
     def __init__(self, entry: TensorEntry, reader: Callable[[TensorEntry], np.ndarray]) -> None:
         self.entry, self.shape, self.dtype, self._reader = entry, entry.shape, entry.dtype, reader
+        self.sourced = {id(entry): nbytes(entry.shape, entry.dtype)}
 
     def compute(self, read: dict[int, np.ndarray] | None = None) -> np.ndarray:
         if read is None:
@@ -71,6 +92,13 @@ class OpNode(Node):
             self.shape, self.dtype = op.infer([i.shape for i in inputs], [i.dtype for i in inputs])
         except OpError as e:
             raise ExprError(str(e)) from None
+        self.sourced = {k: v for i in inputs for k, v in i.sourced.items()}
+        if self.growth > ops.GROWTH_BYTES:  # checked at every op: `zeros(...) | reshape` is computed whole
+            raise ExprError(
+                f"{type(op).__name__.lower()} makes a tensor of shape {list(self.shape)} "
+                f"({nbytes(self.shape, self.dtype):,} bytes) from {sum(self.sourced.values()):,} bytes "
+                f"of sources; a mapping may add at most {ops.GROWTH_BYTES:,} bytes"
+            )
 
     def compute(self, read: dict[int, np.ndarray] | None = None) -> np.ndarray:
         read = {} if read is None else read
@@ -198,12 +226,18 @@ class Expr:
 
     @classmethod
     def parse(cls, text: str) -> Expr:
+        text = str(text)
+        if len(text) > MAX_EXPR_CHARS:
+            raise ExprError(f"an expression of {len(text)} characters (at most {MAX_EXPR_CHARS})")
         try:
-            tree = ast.parse(str(text).strip(), mode="eval").body
+            tree = ast.parse(text.strip(), mode="eval").body
         except SyntaxError as e:
-            raise ExprError(f"cannot parse '{text}': {e.msg}") from None
+            raise ExprError(f"cannot parse '{_short(text)}': {e.msg}") from None
+        except (RecursionError, MemoryError, ValueError) as e:  # nesting the parser cannot hold
+            raise ExprError(f"cannot parse '{_short(text)}': {type(e).__name__}") from None
+        _check_size(tree, text)
         _check(tree)
-        return cls(str(text), tree)
+        return cls(text, tree)
 
     def names(self) -> set[str]:
         return {n.id for n in ast.walk(self.tree) if isinstance(n, ast.Name)} - set(OPS) - set(_FRAMEWORKS)
@@ -239,6 +273,24 @@ _ALLOWED = (
 )
 
 
+def _short(text: str) -> str:
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+def _check_size(tree: ast.expr, text: str) -> None:
+    """Few enough nodes and levels for the recursive walks (evaluation, `sources`, `fill`)."""
+    count, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_EXPR_NODES or depth > MAX_EXPR_DEPTH:
+            raise ExprError(
+                f"'{_short(text)}' is too large (at most {MAX_EXPR_NODES} terms, nested "
+                f"{MAX_EXPR_DEPTH} deep)"
+            )
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+
+
 def _check(tree: ast.expr) -> None:
     for node in ast.walk(tree):
         if not isinstance(node, _ALLOWED):
@@ -268,7 +320,7 @@ class _Evaluator:
         return method(node)
 
     def _Constant(self, node: ast.Constant) -> Any:
-        return node.value
+        return _bounded(node.value)
 
     def _Name(self, node: ast.Name) -> Any:
         if node.id in self.env:
@@ -313,15 +365,15 @@ class _Evaluator:
             return self._apply(rhs.id, [piped], {})  # type: ignore[attr-defined]
         left, right = _number(self.eval(node.left)), _number(self.eval(node.right))
         if isinstance(node.op, ast.Add):
-            return left + right
+            return _bounded(left + right)
         if isinstance(node.op, ast.Sub):
-            return left - right
+            return _bounded(left - right)
         if isinstance(node.op, ast.Mult):
-            return left * right
+            return _bounded(left * right)
+        if right == 0:
+            raise ExprError(f"'{_short(ast.unparse(node))}': division by zero")
         if isinstance(node.op, ast.Mod):
             return left % right
-        if right == 0:
-            raise ExprError(f"'{ast.unparse(node)}': division by zero")
         return left // right if isinstance(node.op, ast.FloorDiv) else left / right
 
     def _Call(self, node: ast.Call) -> Any:
@@ -354,9 +406,16 @@ def _tensor(value: Any, op: str) -> Node:
 def _int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ExprError(f"expected a whole number, got {value!r}")
-    return int(value)
+            return _bounded(int(value))  # 1e21 is a whole number, and too large
+        raise ExprError(f"expected a whole number, got {_short(repr(value))}")
+    return _bounded(int(value))
+
+
+def _bounded(value: Any) -> Any:
+    """`value`, if not an integer past int64: every size is one, and no number needs more."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= MAX_NUMBER:
+        raise ExprError(f"the number {_short(str(value))} is too large (at most 2**63-1)")
+    return value
 
 
 def _number(value: Any) -> float | int:

@@ -77,7 +77,7 @@ def load(name_or_path: str | os.PathLike[str], params: MappingABC[str, Any] | No
 def load_spec(text: str, including: Path | None = None, _chain: tuple[str, ...] = ()) -> schema.MappingSpec:
     """Parse a mapping by name or path; `including` is the file whose `include:` names it."""
     path = Path(text)
-    if including is not None and not path.is_absolute() and (including.parent / path).exists():
+    if including is not None and not path.is_absolute() and os.path.lexists(including.parent / path):
         path = including.parent / path
     key = str(path.resolve()) if path.exists() else text
     if key in _chain:
@@ -86,10 +86,10 @@ def load_spec(text: str, including: Path | None = None, _chain: tuple[str, ...] 
     def resolve(name: str, by: Path | None) -> schema.MappingSpec:
         return load_spec(name, by, (*_chain, key))
 
-    if path.suffix in (".yaml", ".yml") or os.sep in text or path.exists():
-        if not path.exists():
+    if path.suffix in (".yaml", ".yml") or os.sep in text or os.path.lexists(path):
+        if not os.path.lexists(path):
             raise RuleError(f"{path}: no such mapping file.")
-        return schema.load_file(path, resolve=resolve)
+        return schema.load_file(path, resolve=resolve)  # says what a broken link or a FIFO is
     builtin = _builtin_dir() / f"{text}.yaml"
     if not builtin.is_file():
         names = ", ".join(b.name for b in builtins())

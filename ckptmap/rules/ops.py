@@ -23,6 +23,31 @@ from ..cells.layouts import GateLayout, permutation
 Shape = tuple[int, ...]
 Box = tuple[tuple[int, int], ...]  # [start, stop) on every axis
 
+# How many bytes more than its sources a tensor a mapping computes may hold, and all the tensors of
+# one run together (`zeros` for PyTorch's second bias, a `cat` of a source with itself): a mapping
+# file cannot make ckptmap fill a disk or memory. Ops that only move elements never grow a tensor.
+GROWTH_BYTES = 1 << 30
+# The largest size of an axis: numpy's (and every format's) sizes are int64.
+MAX_DIM = (1 << 63) - 1
+
+
+def elements(shape: Shape) -> int:
+    """The number of elements of `shape`, exact (Python ints: int64 products overflow)."""
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def check_dims(shape: Sequence[int], op: str, *, wildcard: bool = False) -> None:
+    """Sizes a mapping wrote: whole numbers from 0 to MAX_DIM (-1 too where `wildcard`), whose
+    product fits int64."""
+    for s in shape:
+        if not (-1 if wildcard else 0) <= s <= MAX_DIM:
+            raise OpError(f"{op}: size {s} in {list(shape)} is not between 0 and 2**63-1")
+    if elements([abs(s) for s in shape]) > MAX_DIM:
+        raise OpError(f"{op}: {list(shape)} has more than 2**63-1 elements")
+
 
 class Part(Protocol):
     """An op's input as `fill` sees it: its shape, and a way to write any box of it into `out`."""
@@ -43,11 +68,24 @@ def _axis(axis: int, ndim: int, op: str) -> int:
     return axis % ndim
 
 
-def _sizes(total: int, parts: int | tuple[int, ...], op: str) -> list[int]:
+def _span(total: int, parts: int | tuple[int, ...], index: int, op: str) -> tuple[int, int]:
+    """[start, stop) of part `index` of an axis of `total` elements cut into `parts`; equal parts
+    are not listed (`split(0, 1000000000, 0)` would make a list of a billion)."""
     if isinstance(parts, int):
         if parts <= 0 or total % parts:
             raise OpError(f"{op}: {total} elements do not split into {parts} equal parts")
-        return [total // parts] * parts
+        count, size = parts, total // parts
+        if not 0 <= index < count:
+            raise OpError(f"{op}: part {index} does not exist, there are {count} parts")
+        return index * size, (index + 1) * size
+    sizes = _sizes(total, parts, op)
+    if not 0 <= index < len(sizes):
+        raise OpError(f"{op}: part {index} does not exist, there are {len(sizes)} parts")
+    start = sum(sizes[:index])
+    return start, start + sizes[index]
+
+
+def _sizes(total: int, parts: tuple[int, ...], op: str) -> list[int]:
     sizes = list(parts)
     if sizes.count(-1) > 1:
         raise OpError(f"{op}: at most one size may be -1")
@@ -108,11 +146,8 @@ class Split(Op):
 
     def _bounds(self, shape: Shape) -> tuple[int, int, int]:
         axis = _axis(self.axis, len(shape), "split")
-        sizes = _sizes(shape[axis], self.parts, "split")
-        if not 0 <= self.index < len(sizes):
-            raise OpError(f"split: part {self.index} does not exist, there are {len(sizes)} parts")
-        start = sum(sizes[: self.index])
-        return axis, start, start + sizes[self.index]
+        start, stop = _span(shape[axis], self.parts, self.index, "split")
+        return axis, start, stop
 
     def infer(self, shapes: list[Shape], types: list[str]) -> tuple[Shape, str]:
         axis, start, stop = self._bounds(shapes[0])
@@ -385,14 +420,15 @@ class Reshape(Op):
     shape: tuple[int, ...]
 
     def _resolve(self, shape: Shape) -> Shape:
-        total = int(np.prod(shape, dtype=np.int64))
+        total = elements(shape)
         target = list(self.shape)
-        known = int(np.prod([s for s in target if s != -1], dtype=np.int64))
         if target.count(-1) > 1 or any(s < -1 for s in target):
             raise OpError(f"reshape: {target} is not a shape (one -1 at most, no other negative size)")
+        check_dims(target, "reshape", wildcard=True)
+        known = elements([s for s in target if s != -1])
         if -1 in target and known and total % known == 0:
             target[target.index(-1)] = total // known
-        if int(np.prod(target, dtype=np.int64)) != total or -1 in target:
+        if elements(target) != total or -1 in target:
             raise OpError(f"reshape: {tuple(shape)} ({total} elements) cannot become {list(self.shape)}")
         return tuple(target)
 
@@ -412,6 +448,7 @@ class Zeros(Op):
     def infer(self, shapes: list[Shape], types: list[str]) -> tuple[Shape, str]:
         if any(s < 0 for s in self.shape):
             raise OpError(f"zeros: negative size in {list(self.shape)}")
+        check_dims(self.shape, "zeros")
         dtypes.by_name(self.dtype)
         return self.shape, self.dtype
 

@@ -26,7 +26,9 @@ from .. import yamldoc
 from ..cells import layouts
 from ..cells.recognize import family
 from ..errors import RuleError, UsageError
+from . import regexes
 from .expr import Expr, ExprError
+from .regexes import Budget, Regex
 from .template import Template, TemplateError
 
 POLICIES = {
@@ -73,7 +75,7 @@ class Rule:
 
 @dataclass(frozen=True)
 class RenameRule(Rule):
-    subs: tuple[tuple[re.Pattern[str], str], ...] = ()
+    subs: tuple[tuple[Regex, str], ...] = ()
     # True for every name a pattern of `subs` matches: names it is false for are left as they are.
     names: NameFilter | None = None
 
@@ -88,7 +90,7 @@ class CellRule(Rule):
 
 @dataclass(frozen=True)
 class MatchRule(Rule):
-    patterns: tuple[re.Pattern[str], ...] = ()
+    patterns: tuple[Regex, ...] = ()
     rename_to: Template | None = None
     make: Mapping[Template, Expr] = field(default_factory=dict)
     inputs: Mapping[str, Template] = field(default_factory=dict)
@@ -111,12 +113,7 @@ class MappingSpec:
 
 
 def load_file(path: Path, label: str | None = None, *, resolve: Resolver | None = None) -> MappingSpec:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise RuleError(f"{path}: cannot read the mapping file ({e.strerror or e}).") from e
-    except UnicodeDecodeError as e:
-        raise RuleError(f"{path}: not UTF-8 text (byte {e.start}); a mapping file is YAML.") from None
+    text = yamldoc.read_file(path, "mapping file", RuleError)  # regular files only, size bounded
     return parse(text, label or str(path), path=path, resolve=resolve)
 
 
@@ -249,7 +246,7 @@ def _rename_rule(raw: dict, common: dict) -> RenameRule:
     table = raw["rename"]
     if not isinstance(table, dict) or not table:
         raise RuleError("'rename' maps regexes to replacements")
-    subs = tuple((_regex(p, table.key_lines[p]), str(r)) for p, r in table.items())
+    subs = tuple((_regex(p, table.key_lines[p], search=True), str(r)) for p, r in table.items())
     return RenameRule(**common, subs=subs, names=NameFilter([p for p, _ in subs]))
 
 
@@ -258,44 +255,57 @@ class NameFilter:
     others): one substring test per pattern with a literal it cannot match without ("Linear/Matrix"
     in `(^|/)GRUCell/Gates/Linear/Matrix$`), one joined regex for the rest. A checkpoint's names
     mostly match nothing, and a regex search per name and pattern is what inspect spent its time on.
+    Every regex here is bounded (`regexes.Regex`): a name too long for one raises NameTooLong.
     """
 
-    def __init__(self, patterns: list[re.Pattern[str]]) -> None:
+    def __init__(self, patterns: list[Regex]) -> None:
         self.literals: list[str] = []
-        rest: list[str] = []
+        rest: list[Regex] = []
         for p in patterns:
             # Under (?i) a match may differ in case; under (?x) the pattern's spaces are not text.
             literal = _required_literal(p.pattern) if not p.flags & (re.IGNORECASE | re.VERBOSE) else None
             if literal:
                 self.literals.append(literal)
             else:
-                rest.append(p.pattern)
+                rest.append(p)
         # Joined, groups are renumbered, which breaks backreferences, and mid-pattern global
         # flags are refused: patterns like that are searched one by one.
-        joinable = [t for t in rest if not re.search(r"\\\d|\(\?P=|\(\?[aiLmsux]+\)", t)]
-        self.regexes = [re.compile(t) for t in rest if t not in joinable]
-        if joinable:
-            self.regexes.append(re.compile("|".join(f"(?:{t})" for t in joinable)))
+        joinable = [p for p in rest if not re.search(r"\\\d|\(\?P=|\(\?[aiLmsux]+\)", p.pattern)]
+        self.regexes = [p for p in rest if p not in joinable] + _joined(joinable, "")
         # Searched over all names joined by newlines, with ^ and $ at each line, a pattern finds
         # every name it would find alone (and maybe matches across two, which only costs a full
         # run). Not so for \A, \Z or negative lookarounds, which see the newline; those go name by name.
-        lines = [t for t in joinable if not re.search(r"\\[AZz]|\(\?<?!", t)]
-        self._by_name = [re.compile(t) for t in rest if t not in lines]
-        self._over_lines = re.compile("|".join(f"(?:{t})" for t in lines), re.MULTILINE) if lines else None
+        lines = [p for p in joinable if not re.search(r"\\[AZz]|\(\?<?!", p.pattern)]
+        self._by_name = [p for p in rest if p not in lines]
+        self._over_lines = _joined(lines, "(?m)")
 
-    def may_match(self, name: str) -> bool:
-        return any(lit in name for lit in self.literals) or any(r.search(name) for r in self.regexes)
+    def may_match(self, name: str, budget: Budget | None = None) -> bool:
+        return any(lit in name for lit in self.literals) or any(r.search(name, budget) for r in self.regexes)
 
-    def may_match_any(self, names: Sequence[str]) -> bool:
+    def may_match_any(self, names: Sequence[str], budget: Budget | None = None) -> bool:
         """Whether `may_match` holds for some of `names`, tested on all of them at once."""
-        if any("\n" in name for name in names):  # then lines are not names
-            return any(self.may_match(name) for name in names)
         text = "\n".join(names)
+        over_lines = self._over_lines
+        # Names that hold line breaks are not lines; text longer than the joined regex's bound is
+        # searched name by name, each within its own.
+        if any("\n" in name for name in names) or any(len(text) > r.max_chars for r in over_lines):
+            return any(self.may_match(name, budget) for name in names)
         return (
             any(lit in text for lit in self.literals)  # found within one name (or across two: harmless)
-            or (self._over_lines is not None and self._over_lines.search(text) is not None)
-            or any(r.search(name) for r in self._by_name for name in names)
+            or any(r.search(text, budget) is not None for r in over_lines)
+            or any(r.search(name, budget) for r in self._by_name for name in names)
         )
+
+
+def _joined(patterns: list[Regex], flags: str) -> list[Regex]:
+    """`patterns` as one alternation (one search instead of one each), or as they are if joined
+    they would exceed the bound on backtracking together."""
+    if not patterns:
+        return []
+    try:
+        return [regexes.compile(flags + "|".join(f"(?:{p.pattern})" for p in patterns), search=True)]
+    except regexes.UnsafeRegex:
+        return [regexes.compile(flags + p.pattern, search=True) for p in patterns]
 
 
 _SPECIAL = set("\\.^$*+?{}[]|()")
@@ -430,11 +440,12 @@ def _template(text: Any, groups: set[str]) -> Template:
     return template
 
 
-def _regex(pattern: Any, line: int) -> re.Pattern[str]:
+def _regex(pattern: Any, line: int, *, search: bool = False) -> Regex:
+    """A rule's regex, refused here if it could backtrack for long (see `regexes`)."""
     try:
-        return re.compile(str(pattern))
-    except re.error as e:
-        raise RuleError(f"line {line}: bad regex '{pattern}': {e}") from None
+        return regexes.compile(str(pattern), search=search)
+    except regexes.UnsafeRegex as e:
+        raise RuleError(f"line {line}: {e}") from None
 
 
 def _text(raw: dict, key: str) -> str | None:

@@ -14,6 +14,10 @@ from dataclasses import dataclass
 _FIELD = re.compile(r"\{\{|\}\}|\{(?P<name>\w+)(?:(?P<kind>[|?])(?P<arg>[^{}]*))?\}")
 
 
+# The longest target name a template may make (`{0}{0}{0}...` repeats a name each time).
+MAX_NAME_CHARS = 1 << 16
+
+
 class TemplateError(Exception):
     pass
 
@@ -56,4 +60,17 @@ class Template:
                 )
             return value
 
-        return _FIELD.sub(field, self.text)
+        longest = max((len(v) for v in groups.values() if v is not None), default=0)
+        if len(self.text) + self.text.count("{") * longest <= MAX_NAME_CHARS:
+            return _FIELD.sub(field, self.text)  # cannot outgrow the limit
+        made = [len(self.text)]  # the literal text, and what each field adds
+
+        def counted(m: re.Match[str]) -> str:
+            text = field(m)
+            made[0] += len(text)
+            if made[0] > MAX_NAME_CHARS:
+                shown = self.text if len(self.text) <= 60 else self.text[:57] + "..."
+                raise TemplateError(f"template '{shown}' makes a name over {MAX_NAME_CHARS} characters")
+            return text
+
+        return _FIELD.sub(counted, self.text)

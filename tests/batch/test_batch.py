@@ -287,13 +287,39 @@ def test_verify_on_the_command_line_reruns_jobs_that_were_not_verified(rerun_tre
     assert batch(rerun_tree, "--verify").report["jobs"][0]["status"] == "skipped"
 
 
-@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs a named pipe")
+# Loaded by every interpreter of the batch below (its workers inherit PYTHONPATH): reading
+# stuck.pt blocks until Ctrl-C. A named pipe once did this, but sources that are not regular
+# files are now refused before any job runs.
+STUCK_HOOK = """\
+import time
+
+from ckptmap.formats import registry
+
+_read = registry.read
+
+
+def read(path, **options):
+    while str(path).endswith("stuck.pt"):
+        time.sleep(0.1)
+    return _read(path, **options)
+
+
+registry.read = read
+"""
+
+
 def test_ctrl_c_stops_cleanly_with_exit_130_and_a_rerun_resumes(sources, tmp_path):
-    # A named pipe as a source blocks its worker in open() until Ctrl-C: a job that is surely
-    # running when the signal comes, whatever the machine's speed.
+    # The job of stuck.pt blocks (see STUCK_HOOK) until Ctrl-C: a job that is surely running
+    # when the signal comes, whatever the machine's speed.
     root = tmp_path / "m"
     shutil.copytree(sources / "torch", root / "torch")
-    os.mkfifo(root / "torch" / "stuck.pt")
+    shutil.copy(root / "torch" / "gru.pt", root / "torch" / "stuck.pt")
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(STUCK_HOOK)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path / "hook"), os.environ.get("PYTHONPATH", "")]),
+    }
     (root / "migrate.yaml").write_text("jobs:\n  - {src: 'torch/*.pt', dst: 'out/{stem}.safetensors'}\n")
     cmd = [
         sys.executable,
@@ -307,7 +333,7 @@ def test_ctrl_c_stops_cleanly_with_exit_130_and_a_rerun_resumes(sources, tmp_pat
         str(root / "r.json"),
     ]
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=env
     )
     state = root / "migrate.yaml.state.json"
     deadline = time.monotonic() + 60
@@ -327,9 +353,7 @@ def test_ctrl_c_stops_cleanly_with_exit_130_and_a_rerun_resumes(sources, tmp_pat
         "lstm.safetensors",
         "rnn.safetensors",
     ]
-    (root / "torch" / "stuck.pt").unlink()
-    shutil.copy(root / "torch" / "gru.pt", root / "torch" / "stuck.pt")
-    run = batch(root)
+    run = batch(root)  # in this process: no hook
     assert run.code == 0 and run.statuses() == {
         "torch/gru.pt": "skipped",
         "torch/lstm.pt": "skipped",

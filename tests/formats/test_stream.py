@@ -78,6 +78,24 @@ def test_a_full_disk_on_the_writing_thread_reaches_the_caller(monkeypatch, threa
     assert _writer_threads() == []
 
 
+class _SourceVanishes(_DiskFillsUp):
+    """write(2) of a block whose memory-mapped source was truncated: the kernel says EFAULT."""
+
+    def write(self, data) -> int:  # type: ignore[override]
+        if len(self.got) >= (4 << 20):
+            raise OSError(errno.EFAULT, "Bad address")
+        return super().write(data)
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_a_source_truncated_under_its_map_is_named_not_the_disk(monkeypatch, threads: str) -> None:
+    monkeypatch.setenv("CKPTMAP_THREADS", threads)
+    vanished = r"Tensor 'w': its source file changed or was truncated"
+    with pytest.raises(FormatError, match=vanished), BlockStream(_SourceVanishes(1 << 30)) as out:
+        out.tensor(_entry())
+    assert _writer_threads() == []
+
+
 def test_an_exit_on_ctrl_c_never_waits_on_the_queue(monkeypatch) -> None:
     """CI once hung here: a Ctrl-C between a lock's acquire and its `with` block leaves the queue's
     lock held, and an exit that drained the queue waited on it forever."""

@@ -2,10 +2,12 @@
 run down: its address space is capped (RLIMIT_AS, a few hundred MB above what it needs after
 importing), and the test kills it when a read takes too long.
 
-Protocol: one JSON request per line on stdin, `{"path": ...}`; one JSON answer per line on
-stdout: `{"outcome": "ok" | "ckptmap" | "other", "type", "message", "traceback", "measured", "peak_kb"}`,
-where "ckptmap" means a CkptmapError and "other" anything else (MemoryError included), and
-`peak_kb` is how much the peak resident memory grew while reading, when `measured`.
+Protocol: one JSON request per line on stdin, `{"path": ..., "digest": bool}`; one JSON answer per
+line on stdout: `{"outcome": "ok" | "ckptmap" | "other", "type", "message", "traceback", "measured",
+"peak_kb"}`, where "ckptmap" means a CkptmapError and "other" anything else (MemoryError
+included), and `peak_kb` is how much the peak resident memory grew while reading, when `measured`.
+With "digest", an "ok" answer also holds `tensors`: name -> `fingerprint` of what was read, so a
+test can check the values of a file that is still valid without shipping the arrays back.
 
 Run as `python fuzz_worker.py HEADROOM_MB`; it prints "ready" once the limit is set.
 """
@@ -13,6 +15,7 @@ Run as `python fuzz_worker.py HEADROOM_MB`; it prints "ready" once the limit is 
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import resource
 import sys
@@ -20,6 +23,7 @@ import traceback
 from pathlib import Path
 
 import h5py  # noqa: F401 - imported before the limit, as every reader needs it eventually
+import numpy as np
 
 import ckptmap
 from ckptmap.errors import CkptmapError
@@ -48,10 +52,23 @@ def _reset_peak() -> bool:
         return False
 
 
-def read_everything(path: str) -> None:
+def fingerprint(array: np.ndarray) -> list:
+    """[dtype, shape, sha256 of the C-order bytes]: equal for equal arrays, small in JSON."""
+    if array.dtype == object:  # strings: hash their reprs, in order
+        raw = repr(array.reshape(-1).tolist()).encode()
+    else:
+        raw = np.ascontiguousarray(array).tobytes()
+    return [str(array.dtype), list(array.shape), hashlib.sha256(raw).hexdigest()]
+
+
+def read_everything(path: str, digest: bool = False) -> dict[str, list]:
     ckpt = ckptmap.load(path)
+    seen = {}
     for name in ckpt:
-        ckpt[name]
+        array = ckpt[name]
+        if digest:
+            seen[name] = fingerprint(np.asarray(array))
+    return seen
 
 
 def main() -> None:
@@ -70,8 +87,8 @@ def main() -> None:
         before = _status_kb("VmHWM") if measured else None
         answer: dict[str, object]
         try:
-            read_everything(request["path"])
-            answer = {"outcome": "ok"}
+            tensors = read_everything(request["path"], bool(request.get("digest")))
+            answer = {"outcome": "ok", "tensors": tensors}
         except CkptmapError as e:
             answer = {"outcome": "ckptmap", "type": type(e).__name__, "message": str(e)}
         except BaseException as e:  # the point is to report anything else, MemoryError included

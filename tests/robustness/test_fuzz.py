@@ -61,11 +61,12 @@ class Worker:
         assert process.stdout is not None and process.stdout.readline().strip() == "ready"
         return process
 
-    def read(self, path: Path) -> dict:
+    def read(self, path: Path, *, digest: bool = False) -> dict:
+        """The worker's answer for `path`; with `digest`, fingerprints of the tensors it read."""
         if self.process is None or self.process.poll() is not None:
             self.process = self._start()
         assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(json.dumps({"path": str(path)}) + "\n")
+        self.process.stdin.write(json.dumps({"path": str(path), "digest": digest}) + "\n")
         self.process.stdin.flush()
         ready, _, _ = select.select([self.process.stdout], [], [], TIMEOUT)
         line = self.process.stdout.readline() if ready else ""
