@@ -3,12 +3,14 @@
     python bench/handwritten.py tf1-to-torch PREFIX OUT.pt
     python bench/handwritten.py torch-to-safetensors IN.pt OUT.safetensors
     python bench/handwritten.py torch-to-tf1 IN.pt OUT_DIR/model.ckpt
+    python bench/handwritten.py keras-to-torch IN.weights.h5 OUT.pt
     python bench/handwritten.py list-torch IN.pt [--mmap]
 
 Each does the same work as the matching `ckptmap convert` (same names, same LSTM gate reordering,
-forget_bias 1.0 folded into the bias, optimizer slots dropped), the usual way: the framework's own
+forget_bias 1.0 folded into a TF1 bias, optimizer slots dropped), the usual way: the framework's own
 reader, numpy for the gate shuffles, the framework's own writer. Like most such scripts they hold
-the whole model in memory before writing it.
+the whole model in memory before writing it. For Keras the reader is h5py: Keras itself loads a
+`.weights.h5` only into a model built first, which a conversion script does not have.
 """
 
 from __future__ import annotations
@@ -108,6 +110,28 @@ def torch_to_tf1(path: str, out: str) -> None:
             saver.save(sess, out, write_meta_graph=False)
 
 
+def keras_to_torch(path: str, out: str) -> None:
+    """A Keras 3 `.weights.h5` read with h5py: each LSTM layer's `cell/vars/0..2` (kernel,
+    recurrent kernel, bias) become nn.LSTM's, other layers' `vars/<i>` pass through."""
+    import h5py
+    import torch
+
+    state = OrderedDict()
+    with h5py.File(path, "r") as f:
+        for layer, group in f["layers"].items():
+            if "cell" in group:
+                # Keras' LSTM gates are i, f, c, o: nn.LSTM's order, so transposes only.
+                kernel, recurrent, bias = (group[f"cell/vars/{i}"][()] for i in range(3))
+                state[f"{layer}.weight_ih_l0"] = torch.from_numpy(np.ascontiguousarray(kernel.T))
+                state[f"{layer}.weight_hh_l0"] = torch.from_numpy(np.ascontiguousarray(recurrent.T))
+                state[f"{layer}.bias_ih_l0"] = torch.from_numpy(bias)
+                state[f"{layer}.bias_hh_l0"] = torch.zeros(bias.shape[0])
+            else:
+                for i, value in sorted(group["vars"].items(), key=lambda kv: int(kv[0])):
+                    state[f"{layer}.{i}"] = torch.from_numpy(value[()])
+    torch.save(state, out)
+
+
 def list_torch(path: str, mmap: bool) -> None:
     import torch
 
@@ -124,6 +148,8 @@ def main() -> None:
         torch_to_safetensors(*args)
     elif what == "torch-to-tf1":
         torch_to_tf1(*args)
+    elif what == "keras-to-torch":
+        keras_to_torch(*args)
     elif what == "list-torch":
         list_torch(args[0], "--mmap" in args)
     else:

@@ -2,6 +2,7 @@
 
     python bench/make_data.py tf1 bench/data/tf1-2gb/model.ckpt --size-gb 2
     python bench/make_data.py torch bench/data/torch-2gb.pt --size-gb 2
+    python bench/make_data.py keras bench/data/keras-2gb.weights.h5 --size-gb 2
     python bench/make_data.py tf1-many bench/data/tf1-many/model.ckpt --variables 5000
 
 - tf1: a word-level LSTM language model as TF1 code builds it: an embedding, a MultiRNNCell of
@@ -11,6 +12,13 @@
 - torch: a GNMT-style seq2seq state dict saved by `torch.save`: source and target embeddings, an
   encoder and a decoder `nn.LSTM` of 2048 units, an output `nn.Linear`; the layer count is sized so
   the file is about `--size-gb`.
+- keras: a stacked LSTM language model built with Keras 3 itself (`keras.Sequential`: an
+  `Embedding`, `LSTM(2048, return_sequences=True)` layers, a `Dense` softmax) and saved by
+  `model.save_weights` as a `.weights.h5`, the file `ckptmap convert -m keras-to-torch` reads in
+  practice. Built with Keras rather than converted from the TF1 data with ckptmap, so the bench
+  does not read ckptmap's own output; the layer count is sized so the file is about `--size-gb`
+  (weights only: Keras does not save optimizer slots in it). Keras' initializers (an orthogonal
+  matrix per recurrent kernel) take about a minute at 2 GB, once.
 - tf1-many: thousands of small variables (a deep stack of small dense layers), for index parsing.
 
 Layer sizes shrink for small `--size-gb` (quick runs), so the largest tensor stays a fraction of
@@ -130,6 +138,41 @@ def make_torch(path: Path, size_gb: float) -> dict[str, object]:
     return {"kind": "torch", **shape}
 
 
+def keras_shape(size_gb: float) -> dict[str, int]:
+    """Units, LSTM layers, embedding width and vocabulary for a Keras stacked LSTM of ~size_gb."""
+    total = size_gb * 2**30 / 4
+    units, emb, vocab = 2048, 1024, 32000
+    while units > 64 and vocab * emb + units * vocab + _lstm_params(emb, units, 2) > 0.9 * total:
+        units, emb, vocab = units // 2, emb // 2, max(vocab // 2, 1000)
+    fixed = vocab * emb + units * vocab + vocab
+    layers = 1
+    while fixed + _lstm_params(emb, units, layers + 1) <= total:
+        layers += 1
+    return {"units": units, "layers": layers, "embedding": emb, "vocab": vocab}
+
+
+def make_keras(path: Path, size_gb: float) -> dict[str, object]:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.pop("TF_USE_LEGACY_KERAS", None)  # Keras 3, whose .weights.h5 this is
+    import keras
+
+    shape = keras_shape(size_gb)
+    units, layers, emb, vocab = shape["units"], shape["layers"], shape["embedding"], shape["vocab"]
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((None,), dtype="int32"),
+            keras.layers.Embedding(vocab, emb),
+            *(keras.layers.LSTM(units, return_sequences=True) for _ in range(layers)),
+            keras.layers.Dense(vocab),
+        ]
+    )
+    tmp = path.with_name(path.name.removesuffix(".weights.h5") + ".tmp.weights.h5")  # Keras wants the suffix
+    model.save_weights(tmp)
+    tmp.rename(path)
+    return {"kind": "keras", **shape}
+
+
 def make_tf1_many(prefix: Path, variables: int) -> dict[str, object]:
     """`variables` small variables: a stack of dense layers (kernel + bias each) in nested scopes."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -151,8 +194,8 @@ def make_tf1_many(prefix: Path, variables: int) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("kind", choices=["tf1", "torch", "tf1-many"])
-    parser.add_argument("out", type=Path, help="TF prefix (dir/model.ckpt) or .pt file")
+    parser.add_argument("kind", choices=["tf1", "torch", "keras", "tf1-many"])
+    parser.add_argument("out", type=Path, help="TF prefix (dir/model.ckpt), .pt or .weights.h5 file")
     parser.add_argument("--size-gb", type=float, default=2.0)
     parser.add_argument("--variables", type=int, default=5000)
     args = parser.parse_args()
@@ -162,6 +205,8 @@ def main() -> None:
         info = make_tf1(args.out, args.size_gb)
     elif args.kind == "torch":
         info = make_torch(args.out, args.size_gb)
+    elif args.kind == "keras":
+        info = make_keras(args.out, args.size_gb)
     else:
         info = make_tf1_many(args.out, args.variables)
     info["seconds"] = round(time.perf_counter() - started, 1)

@@ -1,33 +1,47 @@
 """ckptmap's benchmark: inspect and convert multi-GB checkpoints, against the frameworks' own ways and `cp`.
 
-    python bench/run.py [--size-gb 2] [--repeats 3] [--cache warm|cold|both] [--only inspect|convert]
+    python bench/run.py [--size-gb 2] [--repeats 3] [--cache warm|cold|both]
+                        [--only inspect|convert|scaling] [--threads 1,2,all]
 
 Makes its data with the real frameworks on first use (bench/make_data.py; cached in bench/data/,
 which git ignores): a TF1 LSTM language model saved by `tf.compat.v1.train.Saver` (4 x 2048 LSTM,
-embedding, softmax, Adam slots) and a seq2seq state dict saved by `torch.save`, each about
-`--size-gb`, plus a TF1 checkpoint of 5000 small variables. Then, each tool in its own subprocess:
+embedding, softmax, Adam slots), a seq2seq state dict saved by `torch.save` and a stacked LSTM
+saved by Keras 3's `save_weights` (`.weights.h5`), each about `--size-gb`, plus a TF1 checkpoint
+of 5000 small variables. Then, each tool in its own subprocess:
 
-- inspect: `ckptmap inspect` vs TensorFlow's `inspect_checkpoint` tool vs listing with `torch.load`;
-- convert: TF1 -> PyTorch, PyTorch -> safetensors, PyTorch -> TF1: `ckptmap convert` vs the
-  hand-written way (bench/handwritten.py) vs `cp` of the source files (the ceiling).
+- inspect: `ckptmap inspect` vs TensorFlow's `inspect_checkpoint` tool vs listing with `torch.load`.
+- convert: TF1 -> PyTorch, PyTorch -> TF1, PyTorch -> safetensors, Keras -> PyTorch and one mapped
+  HDF5 write (TF1 -> Keras `.h5`): `ckptmap convert` vs `cp + sync` and `cp` of the conversion's
+  own output bytes vs the hand-written way (bench/handwritten.py; none for the HDF5 write).
+  ckptmap fsyncs what it writes before moving it into place, so its ceiling is the durable copy of
+  the same bytes: `cp` then `sync`. The output of an untimed first conversion is kept as cp's
+  source, so cp copies exactly the files, and bytes, the conversion writes. The target (issue 12)
+  is time(cp + sync) / time(ckptmap) >= 0.8; time(cp) / time(ckptmap) is shown for information.
+  Peak RSS is held against the largest tensor (of the source or the output) + 100 MB.
+- scaling: each of those conversions with `CKPTMAP_THREADS` = each of `--threads` (default 1, 2
+  and all: the CPUs this process may run on; where "all" is 2, it is said so and run once), taking
+  turns, warm cache only (a cold read is disk time no thread count changes), and the speedup over
+  one thread. CPU s / wall s shows how many cores a conversion kept busy. `--only scaling` runs
+  just this, for a machine with many cores.
 
-It reports medians over `--repeats` runs (at least 7 for inspect) of wall time, throughput (MB of
-source tensors the conversion moves, per second; for `cp`, MB copied per second), that throughput
-against cp's, the time cp takes over the tool's (the same checkpoint, whatever part of it the
-conversion keeps) and peak RSS (of the process and its children, from `wait4`), and writes the
-tables as Markdown to `--out` (bench/data/last-run.md). ckptmap fsyncs what it writes before
-moving it into place, and cp does not, so "cp + sync" is there too: copying with the same
-durability.
+Every round runs every tool of a table once, in turn (ckptmap, cp + sync, cp, hand-written, ...),
+so that whatever else the machine does at the time weighs on all of them alike; the tables give
+medians over `--repeats` rounds (at least 7 for inspect) of wall time, CPU time and peak RSS (of
+the process and its children, from `wait4`), and are written as Markdown to `--out`
+(bench/data/last-run.md), after the machine's description and the version of every installed
+package the run used (also printed when the run starts).
 
 Caches: "warm" runs each command once untimed first, so the source files and the tools' own code
-are in the page cache. "cold" evicts the source checkpoint's files from the page cache before every
-run (posix_fadvise DONTNEED, which the kernel may decline for pages in use; not checked); library code
-stays cached, and on a VM the host may still cache the disk image, so cold reads are an optimistic
-stand-in for a cold disk. Outputs are deleted and dirty pages synced before every run; each run's
-own writes end in the page cache, as they do for users.
+are in the page cache. "cold" evicts the files a command reads (the source checkpoint's; cp's
+copy of the output) from the page cache before every run (posix_fadvise DONTNEED, which the
+kernel may decline for pages in use; not checked); library code stays cached, and on a VM the
+host may still cache the disk image, so cold reads are an optimistic stand-in for a cold disk.
+Outputs are deleted and dirty pages synced before every run; each run's own writes end in the
+page cache, as they do for users.
 
 `--ckptmap-src DIR` runs another checkout's ckptmap (`PYTHONPATH=DIR python -m ckptmap`) next to
-this one, for before/after tables.
+this one, for before/after tables; `--ckptmap-only` leaves out the frameworks' tools and the
+hand-written paths (cp stays).
 """
 
 from __future__ import annotations
@@ -51,6 +65,9 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 MB = 2**20
 INSPECT_REPEATS = 7  # runs of a fraction of a second vary by tens of percent on a shared VM
+SPEED_TARGET = 0.8  # issue 12: ckptmap's time at least 0.8x as fast as cp + sync of the same bytes
+RSS_SLACK = 100 * MB  # issue 12: peak RSS <= largest tensor + 100 MB
+TF_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 @dataclass
@@ -59,7 +76,6 @@ class Tool:
     cmd: list[str]
     env: dict[str, str] = field(default_factory=dict)
     output: Path | None = None  # deleted before each run
-    moved: int = 0  # bytes of source data the command moves (throughput = moved / seconds)
 
 
 @dataclass
@@ -160,52 +176,71 @@ def _evict(path: Path) -> None:
 class Data:
     tf1: Path  # prefix
     torch: Path
+    keras: Path
     many: Path  # prefix
 
     @staticmethod
     def files(prefix_or_file: Path) -> list[Path]:
-        if prefix_or_file.suffix == ".pt":
+        if prefix_or_file.is_file():
             return [prefix_or_file]
+        if prefix_or_file.is_dir():
+            return sorted(p for p in prefix_or_file.rglob("*") if p.is_file())
         return sorted(prefix_or_file.parent.glob(prefix_or_file.name + ".*"))
 
 
-def ensure_data(size_gb: float) -> Data:
+def ensure_data(size_gb: float, only: str | None) -> Data:
+    """Make the checkpoints this run needs, once each (they are cached in bench/data/)."""
     tag = f"{size_gb:g}gb"
     data = Data(
         BENCH / "data" / f"tf1-{tag}" / "model.ckpt",
         BENCH / "data" / f"torch-{tag}.pt",
+        BENCH / "data" / f"keras-{tag}.weights.h5",
         BENCH / "data" / "tf1-many" / "model.ckpt",
     )
+    size = ["--size-gb", str(size_gb)]
     jobs = [
-        (data.tf1, ["tf1", str(data.tf1), "--size-gb", str(size_gb)], Path(str(data.tf1) + ".index")),
-        (data.torch, ["torch", str(data.torch), "--size-gb", str(size_gb)], data.torch),
-        (data.many, ["tf1-many", str(data.many), "--variables", "5000"], Path(str(data.many) + ".index")),
+        (data.tf1, ["tf1", str(data.tf1), *size], Path(str(data.tf1) + ".index"), True),
+        (data.torch, ["torch", str(data.torch), *size], data.torch, True),
+        (data.keras, ["keras", str(data.keras), *size], data.keras, only != "inspect"),
+        (
+            data.many,
+            ["tf1-many", str(data.many), "--variables", "5000"],
+            Path(str(data.many) + ".index"),
+            only in (None, "inspect"),
+        ),
     ]
-    for target, args, marker in jobs:
-        if marker.exists():
+    for target, args, marker, needed in jobs:
+        if not needed or marker.exists():
             continue
         print(f"making {target} (once; cached in bench/data/) ...", file=sys.stderr)
         subprocess.run(
             [sys.executable, str(BENCH / "make_data.py"), *args],
             check=True,
             cwd=REPO,
+            stdout=sys.stderr,  # its one-line summary; stdout is the report's
             stderr=subprocess.DEVNULL,
         )
     return data
 
 
-def source_bytes(src: Path, mapping: str | None) -> tuple[int, int, int]:
-    """(bytes of source tensors a conversion reads, total tensor bytes, largest tensor), from
-    ckptmap's own plan (computed in a subprocess so this process stays small)."""
+@dataclass
+class Plan:
+    """What ckptmap's own plan says a conversion moves (bytes)."""
+
+    read: int  # source tensors the conversion reads
+    largest: int  # the largest tensor of the source or of the output: the RSS bound's base
+
+
+def plan_of(src: Path, mapping: str | None) -> Plan:
+    """From ckptmap's own plan, computed in a subprocess so this process stays small."""
     code = (
         "import sys, json, ckptmap\n"
-        "from ckptmap.api import apply, resolve_mappings\n"
+        "from ckptmap.pipeline import apply, resolve_mappings\n"
         "ckpt = ckptmap.load(sys.argv[1])\n"
-        "ms = resolve_mappings(sys.argv[2:] or None, {})\n"
-        "_, plan = apply(ckpt, ms)\n"
+        "out, plan = apply(ckpt, resolve_mappings(sys.argv[2:] or None, {}))\n"
         "used = {s for t in plan.targets for s in t.sources}\n"
-        "sizes = [e.nbytes for e in ckpt.entries.values()]\n"
-        "print(json.dumps([sum(ckpt.entries[n].nbytes for n in used), sum(sizes), max(sizes)]))\n"
+        "sizes = [e.nbytes for c in (ckpt, out) for e in c.entries.values()]\n"
+        "print(json.dumps([sum(ckpt.entries[n].nbytes for n in used), max(sizes)]))\n"
     )
     try:
         out = subprocess.run(
@@ -217,8 +252,8 @@ def source_bytes(src: Path, mapping: str | None) -> tuple[int, int, int]:
         ).stdout
     except subprocess.CalledProcessError as e:
         raise SystemExit(f"could not plan {src}: {e.stderr[-1000:]}") from None
-    moved, total, largest = json.loads(out)
-    return moved, total, largest
+    read, largest = json.loads(out)
+    return Plan(read, largest)
 
 
 # --- the comparisons -----------------------------------------------------------------------------
@@ -242,12 +277,11 @@ def ckptmap_tools(args: argparse.Namespace) -> list[tuple[str, list[str], dict[s
 def inspect_section(data: Data, args: argparse.Namespace) -> list[tuple[str, str, list[Result]]]:
     hand = [sys.executable, str(BENCH / "handwritten.py")]
     tf_tool = [sys.executable, "-m", "tensorflow.python.tools.inspect_checkpoint"]
-    tf_env = {"TF_CPP_MIN_LOG_LEVEL": "2"}
     cases = [
         (
             f"TF1 checkpoint, {_gb(data.tf1)}",
             data.tf1,
-            [Tool("TensorFlow inspect_checkpoint", [*tf_tool, f"--file_name={data.tf1}"], tf_env)],
+            [Tool("TensorFlow inspect_checkpoint", [*tf_tool, f"--file_name={data.tf1}"], TF_ENV)],
         ),
         (
             f"PyTorch file, {_gb(data.torch)}",
@@ -260,7 +294,7 @@ def inspect_section(data: Data, args: argparse.Namespace) -> list[tuple[str, str
         (
             "TF1 checkpoint, 5000 variables",
             data.many,
-            [Tool("TensorFlow inspect_checkpoint", [*tf_tool, f"--file_name={data.many}"], tf_env)],
+            [Tool("TensorFlow inspect_checkpoint", [*tf_tool, f"--file_name={data.many}"], TF_ENV)],
         ),
     ]
     sections = []
@@ -275,21 +309,32 @@ def inspect_section(data: Data, args: argparse.Namespace) -> list[tuple[str, str
     return sections
 
 
-def convert_section(data: Data, args: argparse.Namespace) -> list[tuple[str, int, list[Result]]]:
-    out = BENCH / "data" / "out"
-    out.mkdir(exist_ok=True)
-    hand = [sys.executable, str(BENCH / "handwritten.py")]
-    cases = [
-        ("TF1 -> PyTorch", data.tf1, "tf1-to-torch", out / "tf1.pt", "tf1-to-torch", out / "tf1-hand.pt"),
-        (
-            "PyTorch -> safetensors",
-            data.torch,
-            None,
-            out / "torch.safetensors",
-            "torch-to-safetensors",
-            out / "torch-hand.safetensors",
-        ),
-        (
+@dataclass
+class Pair:
+    """One conversion the bench times: `ckptmap convert src dst -m mapping`."""
+
+    title: str
+    src: Path
+    mapping: str | None
+    dst: Path  # a file, or a TF prefix whose directory is the output
+    hand: str | None = None  # bench/handwritten.py's name for the same conversion, if it has one
+    hand_dst: Path | None = None
+
+    def convert_cmd(self, prefix: list[str]) -> list[str]:
+        return [
+            *prefix,
+            "convert",
+            str(self.src),
+            str(self.dst),
+            *(["-m", self.mapping] if self.mapping else []),
+        ]
+
+
+def pairs(data: Data, out: Path) -> list[Pair]:
+    """The conversions of issue 12, in its order; the last is the mapped HDF5 write."""
+    return [
+        Pair("TF1 -> PyTorch", data.tf1, "tf1-to-torch", out / "tf1.pt", "tf1-to-torch", out / "tf1-hand.pt"),
+        Pair(
             "PyTorch -> TF1",
             data.torch,
             "torch-to-tf1",
@@ -297,61 +342,147 @@ def convert_section(data: Data, args: argparse.Namespace) -> list[tuple[str, int
             "torch-to-tf1",
             out / "tf-hand" / "model.ckpt",
         ),
+        Pair(
+            "PyTorch -> safetensors",
+            data.torch,
+            None,
+            out / "torch.safetensors",
+            "torch-to-safetensors",
+            out / "torch-hand.safetensors",
+        ),
+        Pair(
+            "Keras -> PyTorch",
+            data.keras,
+            "keras-to-torch",
+            out / "keras.pt",
+            "keras-to-torch",
+            out / "keras-hand.pt",
+        ),
+        Pair("TF1 -> Keras HDF5", data.tf1, "tf1-to-keras", out / "tf1-keras.h5"),
     ]
+
+
+def _out(dst: Path) -> Path:
+    """What a conversion to `dst` creates, and what is deleted before each run."""
+    return dst.parent if dst.suffix == ".ckpt" else dst
+
+
+@dataclass
+class ConvertSection:
+    pair: Pair
+    cache: str
+    plan: Plan
+    output_bytes: int
+    results: list[Result]
+
+    def result(self, label: str) -> Result | None:
+        return next((r for r in self.results if r.tool.label == label), None)
+
+
+CP_SYNC, CP, HAND = "cp + sync (durable ceiling)", "cp", "hand-written"
+
+
+def convert_section(data: Data, args: argparse.Namespace) -> list[ConvertSection]:
+    out = BENCH / "data" / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    hand = [sys.executable, str(BENCH / "handwritten.py")]
     sections = []
-    for title, src, mapping, dst, hand_kind, hand_dst in cases:
-        moved, _, largest = source_bytes(src, mapping)
-        files = Data.files(src)
-        copied = sum(f.stat().st_size for f in files)
+    for pair in pairs(data, out):
+        plan = plan_of(pair.src, pair.mapping)
+        ours = [
+            Tool(label, pair.convert_cmd(cmd), env, _out(pair.dst)) for label, cmd, env in ckptmap_tools(args)
+        ]
+        reference = keep_output(ours[0], out / "reference")
+        copied = Data.files(reference)
+        output_bytes = sum(f.stat().st_size for f in copied)
         print(
-            f"convert: {title} ({moved / MB:.0f} MB of tensors, largest {largest / MB:.0f} MB)",
+            f"convert: {pair.title} ({plan.read / MB:.0f} MB of tensors read, {output_bytes / MB:.0f} MB "
+            f"written, largest tensor {plan.largest / MB:.0f} MB)",
             file=sys.stderr,
         )
-        m = ["-m", mapping] if mapping else []
+        cp_dst, sources = out / "cp", [str(f) for f in copied]
         tools = [
-            Tool(label, [*cmd, "convert", str(src), str(dst), *m], env, _out(dst), moved)
-            for label, cmd, env in ckptmap_tools(args)
-        ]
-        hand_dst.parent.mkdir(exist_ok=True)
-        if not args.ckptmap_only:
-            tools.append(
-                Tool(
-                    "hand-written",
-                    [*hand, hand_kind, str(src), str(hand_dst)],
-                    {"TF_CPP_MIN_LOG_LEVEL": "2"},
-                    _out(hand_dst),
-                    moved,
-                )
-            )
-        cp_dst, sources = out / "cp", [str(f) for f in files]
-        tools.append(  # ckptmap fsyncs its output before moving it into place; cp alone does not
+            ours[0],
             Tool(
-                "cp + sync (durable ceiling)",
+                CP_SYNC,
                 ["sh", "-c", 'mkdir -p "$0" && cp "$@" "$0" && exec sync "$0"/*', str(cp_dst), *sources],
                 {},
                 cp_dst,
-                copied,
-            )
-        )
-        tools.append(
-            Tool(
-                "cp (ceiling)",
-                ["sh", "-c", 'mkdir -p "$0" && exec cp "$@" "$0"', str(cp_dst), *sources],
-                {},
-                cp_dst,
-                copied,
-            )
-        )
+            ),
+            Tool(CP, ["sh", "-c", 'mkdir -p "$0" && exec cp "$@" "$0"', str(cp_dst), *sources], {}, cp_dst),
+            *ours[1:],
+        ]
+        if pair.hand and pair.hand_dst and not args.ckptmap_only:
+            cmd = [*hand, pair.hand, str(pair.src), str(pair.hand_dst)]
+            tools.append(Tool(HAND, cmd, TF_ENV, _out(pair.hand_dst)))
         for cache in caches(args):
-            evict = files if cache == "cold" else []
+            evict = [*Data.files(pair.src), *copied] if cache == "cold" else []
             results = measure(tools, args.repeats, evict)
-            sections.append((f"{title} ({cache} cache)", largest, results))
+            sections.append(ConvertSection(pair, cache, plan, output_bytes, results))
+        _remove(reference)
     shutil.rmtree(out, ignore_errors=True)
     return sections
 
 
-def _out(dst: Path) -> Path:
-    return dst.parent if dst.suffix == ".ckpt" else dst
+def keep_output(tool: Tool, reference: Path) -> Path:
+    """Convert once (untimed) and move the output aside as cp's source: the same files and bytes."""
+    assert tool.output is not None
+    run_once(tool, [])
+    _remove(reference)
+    kept = reference if tool.output.is_dir() else reference / tool.output.name
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    tool.output.rename(kept)
+    return kept
+
+
+def thread_counts(spec: str) -> list[tuple[str, int]]:
+    """(label, CKPTMAP_THREADS) for `--threads` (e.g. "1,2,all"), each count once."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    counts: list[tuple[str, int]] = []
+    for item in spec.split(","):
+        item = item.strip()
+        n = cores if item == "all" else int(item)
+        label = f"all ({n})" if item == "all" else str(n)
+        same = next((k for k, (_, seen) in enumerate(counts) if seen == n), None)
+        if same is not None:
+            print(f"threads: {item} is {n} on this machine, already in the list; run once", file=sys.stderr)
+            if item == "all":
+                counts[same] = (f"{n} (all)", n)
+            continue
+        counts.append((label, n))
+    return counts
+
+
+@dataclass
+class ScalingSection:
+    pair: Pair
+    threads: list[tuple[str, int]]
+    results: list[Result]
+
+
+def scaling_section(data: Data, args: argparse.Namespace) -> list[ScalingSection]:
+    """This checkout's ckptmap with each thread count, taking turns; warm cache."""
+    out = BENCH / "data" / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    threads = args.thread_counts
+    prefix = ckptmap_tools(args)[0][1]
+    sections = []
+    for pair in pairs(data, out):
+        print(f"scaling: {pair.title}", file=sys.stderr)
+        tools = [
+            Tool(
+                f"ckptmap, {label} thread{'s' if n > 1 else ''}",
+                pair.convert_cmd(prefix),
+                {"CKPTMAP_THREADS": str(n)},
+                _out(pair.dst),
+            )
+            for label, n in threads
+        ]
+        sections.append(ScalingSection(pair, threads, measure(tools, args.repeats, [])))
+    shutil.rmtree(out, ignore_errors=True)
+    return sections
 
 
 def caches(args: argparse.Namespace) -> list[str]:
@@ -381,12 +512,7 @@ def machine() -> list[str]:
     )
     disk = shutil.disk_usage(BENCH)
     mount = _mount_of(BENCH)
-    versions = {}
-    for dist in ("tensorflow", "torch", "safetensors", "numpy", "typer", "isal", "ckptmap"):
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[dist] = "-"
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
     ).stdout.strip()
@@ -395,14 +521,30 @@ def machine() -> list[str]:
     ).stdout.strip()
     return [
         f"- Date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
-        f"- CPU: {cpu}, {os.cpu_count()} cores; RAM {mem / 2**20:.0f} GB",
+        f"- CPU: {cpu}, {os.cpu_count()} cores ({usable} usable by this process); RAM {mem / 2**20:.0f} GB",
         f"- Disk: {mount} ({disk.total / 2**30:.0f} GB, {disk.free / 2**30:.0f} GB free)",
-        f"- Kernel: {platform.release()}; Python {platform.python_version()}",
-        "- "
-        + ", ".join(f"{k} {v}" for k, v in versions.items())
-        + f" (git {commit}{' + uncommitted changes' if dirty else ''})",
+        f"- Kernel: {platform.release()}; Python {platform.python_version()} ({sys.executable})",
+        f"- ckptmap {_version('ckptmap')} (git {commit}{' + uncommitted changes' if dirty else ''})",
         f"- Load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
     ]
+
+
+def packages() -> list[str]:
+    """`name==version` of every distribution installed in this interpreter's environment, which
+    the tools run with (the same interpreter runs them all)."""
+    found = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            found.setdefault(name.lower(), f"{name}=={dist.version}")
+    return [found[k] for k in sorted(found)]
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "-"
 
 
 def _mount_of(path: Path) -> str:
@@ -414,7 +556,17 @@ def _mount_of(path: Path) -> str:
     return f"{best[1]} {best[2]} mounted at {best[0]}"
 
 
-def render(header: list[str], inspect: list, convert: list, args: argparse.Namespace) -> str:
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def render(
+    header: list[str],
+    inspect: list,
+    convert: list[ConvertSection],
+    scaling: list[ScalingSection],
+    args: argparse.Namespace,
+) -> str:
     lines = [
         "# ckptmap benchmark run",
         "",
@@ -426,47 +578,124 @@ def render(header: list[str], inspect: list, convert: list, args: argparse.Names
         "",
     ]
     if inspect:
-        lines += ["## inspect", ""]
-        for title, _, results in inspect:
-            # The framework's own tool (the first that is not ckptmap) is what inspect is compared with.
-            reference = next((r for r in results if not r.tool.label.startswith("ckptmap")), results[0])
-            lines += [
-                f"### {title}",
-                "",
-                "| tool | wall s | vs " + reference.tool.label + " | CPU s | peak RSS MB |",
-                "|---|---:|---:|---:|---:|",
-            ]
-            for r in results:
-                speedup = reference.median_s / r.median_s
-                lines.append(
-                    f"| {r.tool.label} | {r.median_s:.2f} | {speedup:.1f}x | {r.median_cpu:.2f} | "
-                    f"{r.median_rss / MB:.0f} |"
-                )
-            lines.append("")
+        lines += render_inspect(inspect)
     if convert:
-        lines += ["## convert", ""]
-        for title, largest, results in convert:
-            cp = next(r for r in results if r.tool.label == "cp (ceiling)")
-            cp_rate = cp.tool.moved / cp.median_s
-            lines += [
-                f"### {title}",
-                "",
-                f"Largest tensor {largest / MB:.0f} MB; "
-                f"RSS bound (largest + 200 MB) {largest / MB + 200:.0f} MB.",
-                "",
-                "| tool | wall s | data MB | MB/s | MB/s vs cp | time vs cp | CPU s | peak RSS MB |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|",
-            ]
-            for r in results:
-                rate = r.tool.moved / r.median_s
-                lines.append(
-                    f"| {r.tool.label} | {r.median_s:.2f} | {r.tool.moved / MB:.0f} | {rate / MB:.0f} | "
-                    f"{rate / cp_rate:.2f} | {cp.median_s / r.median_s:.2f} | {r.median_cpu:.2f} | "
-                    f"{r.median_rss / MB:.0f} |"
-                )
-            lines.append("")
-    lines.append(f"Load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        lines += render_convert(convert)
+    if scaling:
+        lines += render_scaling(scaling)
+    installed = packages()
+    lines += [
+        f"## Packages ({len(installed)}, installed in the environment of {sys.executable})",
+        "",
+        "```",
+        *installed,
+        "```",
+        "",
+        f"Load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+    ]
     return "\n".join(lines) + "\n"
+
+
+def render_inspect(inspect: list) -> list[str]:
+    lines = ["## inspect", ""]
+    for title, _, results in inspect:
+        # The framework's own tool (the first that is not ckptmap) is what inspect is compared with.
+        reference = next((r for r in results if not r.tool.label.startswith("ckptmap")), results[0])
+        lines += [
+            f"### {title}",
+            "",
+            "| tool | wall s | vs " + reference.tool.label + " | CPU s | peak RSS MB |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for r in results:
+            speedup = reference.median_s / r.median_s
+            lines.append(
+                f"| {r.tool.label} | {r.median_s:.2f} | {speedup:.1f}x | {r.median_cpu:.2f} | "
+                f"{r.median_rss / MB:.0f} |"
+            )
+        lines.append("")
+    return lines
+
+
+def render_convert(convert: list[ConvertSection]) -> list[str]:
+    lines = [
+        "## convert",
+        "",
+        f"Targets (issue 12): ckptmap's time at least {SPEED_TARGET}x as fast as `cp + sync` of its own "
+        "output bytes (time of cp + sync / time of ckptmap); peak RSS at most the largest tensor "
+        f"+ {RSS_SLACK // MB} MB. `cp` alone, which leaves its copy in the page cache, is for "
+        "information. ckptmap runs with `CKPTMAP_THREADS` unset: as many threads as the CPUs it may use.",
+        "",
+        "| conversion | cache | ckptmap s | cp + sync s | cp s | cp + sync / ckptmap | "
+        f">= {SPEED_TARGET}? | cp / ckptmap | peak RSS MB | bound MB | holds? | vs hand-written |",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---|---:|",
+    ]
+    for s in convert:
+        ours, durable, cp, hand = (s.result(label) for label in ("ckptmap", CP_SYNC, CP, HAND))
+        assert ours is not None and durable is not None and cp is not None
+        ratio = durable.median_s / ours.median_s
+        bound = s.plan.largest + RSS_SLACK
+        vs_hand = f"{hand.median_s / ours.median_s:.1f}x" if hand else "-"
+        lines.append(
+            f"| {s.pair.title} | {s.cache} | {ours.median_s:.2f} | {durable.median_s:.2f} | "
+            f"{cp.median_s:.2f} | {ratio:.2f} | {_yes(ratio >= SPEED_TARGET)} | "
+            f"{cp.median_s / ours.median_s:.2f} | {ours.median_rss / MB:.0f} | {bound / MB:.0f} | "
+            f"{_yes(ours.median_rss <= bound)} | {vs_hand} |"
+        )
+    lines.append("")
+    for s in convert:
+        durable, cp = s.result(CP_SYNC), s.result(CP)
+        assert durable is not None and cp is not None
+        lines += [
+            f"### {s.pair.title} ({s.cache} cache)",
+            "",
+            f"`{' '.join(s.results[0].tool.cmd[3:])}`: reads {s.plan.read / MB:.0f} MB of source tensors, "
+            f"writes {s.output_bytes / MB:.0f} MB (what cp copies); largest tensor "
+            f"{s.plan.largest / MB:.0f} MB, RSS bound {(s.plan.largest + RSS_SLACK) / MB:.0f} MB.",
+            "",
+            "| tool | wall s | cp + sync / tool | cp / tool | CPU s | CPU / wall | peak RSS MB |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in s.results:
+            lines.append(
+                f"| {r.tool.label} | {r.median_s:.2f} | {durable.median_s / r.median_s:.2f} | "
+                f"{cp.median_s / r.median_s:.2f} | {r.median_cpu:.2f} | {r.median_cpu / r.median_s:.2f} | "
+                f"{r.median_rss / MB:.0f} |"
+            )
+        lines.append("")
+    return lines
+
+
+def render_scaling(scaling: list[ScalingSection]) -> list[str]:
+    threads = scaling[0].threads
+    names = [f"{label} thr." for label, _ in threads]
+    base = threads[0][0]
+    columns = [
+        "conversion",
+        *(f"{n} s" for n in names),
+        *(f"speedup {n}" for n in names[1:]),
+        *(f"CPU / wall {n}" for n in names),
+        *(f"peak RSS MB {n}" for n in names),
+    ]
+    lines = [
+        "## scaling (warm cache)",
+        "",
+        "ckptmap with `CKPTMAP_THREADS` set to each count, taking turns. Speedup: time with "
+        f"{base} thread{'s' if threads[0][1] > 1 else ''} over time with more; CPU / wall: the cores a "
+        "conversion kept busy on average.",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|---|" + "---:|" * (len(columns) - 1),
+    ]
+    for s in scaling:
+        first = s.results[0].median_s
+        cells = [f"{r.median_s:.2f}" for r in s.results]
+        cells += [f"{first / r.median_s:.2f}x" for r in s.results[1:]]
+        cells += [f"{r.median_cpu / r.median_s:.2f}" for r in s.results]
+        cells += [f"{r.median_rss / MB:.0f}" for r in s.results]
+        lines.append(f"| {s.pair.title} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
 
 
 def main() -> None:
@@ -474,7 +703,12 @@ def main() -> None:
     parser.add_argument("--size-gb", type=float, default=2.0, help="size of each generated checkpoint")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cache", choices=["warm", "cold", "both"], default="both")
-    parser.add_argument("--only", choices=["inspect", "convert"])
+    parser.add_argument("--only", choices=["inspect", "convert", "scaling"])
+    parser.add_argument(
+        "--threads",
+        default="1,2,all",
+        help="CKPTMAP_THREADS values for the scaling part, comma-separated; all = the usable CPUs",
+    )
     parser.add_argument("--ckptmap-src", help="another checkout to compare with (PYTHONPATH)")
     parser.add_argument("--ckptmap-src-label", default="baseline")
     parser.add_argument(
@@ -484,11 +718,14 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=BENCH / "data" / "last-run.md")
     args = parser.parse_args()
-    data = ensure_data(args.size_gb)
     header = machine()
+    print("\n".join([*header, "- Packages:", *(f"    {p}" for p in packages())]), file=sys.stderr)
+    args.thread_counts = thread_counts(args.threads)  # a bad --threads fails now, not after the rest
+    data = ensure_data(args.size_gb, args.only)
     inspect = inspect_section(data, args) if args.only in (None, "inspect") else []
     convert = convert_section(data, args) if args.only in (None, "convert") else []
-    report = render(header, inspect, convert, args)
+    scaling = scaling_section(data, args) if args.only in (None, "scaling") else []
+    report = render(header, inspect, convert, scaling, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)
     print(report)
