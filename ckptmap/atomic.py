@@ -25,6 +25,7 @@ from types import TracebackType
 
 from . import parallel
 from .errors import CkptmapError, WriteError
+from .formats import rawio  # its `kind`: one wording for file kinds in every message
 
 _journal: int | None = None  # the supervisor's journal file descriptor, in a supervised child
 _commits = 0  # outputs moved into place by this process, and the first file of the last one
@@ -176,20 +177,9 @@ def _refuse_special(finals: Sequence[Path]) -> None:
             continue  # file (ENOTDIR): making the parents or the temporary says what is wrong
         if not stat.S_ISREG(mode):
             raise WriteError(
-                f"{final}: the destination exists and is {_kind(mode)}, not a regular file; refusing "
+                f"{final}: the destination exists and is {rawio.kind(mode)}, not a regular file; refusing "
                 "to replace it. Remove it or choose another destination."
             )
-
-
-def _kind(mode: int) -> str:
-    kinds = [
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a named pipe (FIFO)"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ]
-    return next((name for test, name in kinds if test(mode)), "a special file")
 
 
 def _put_back(backups: dict[Path, Path | None], temps: Sequence[Path], created_dirs: Sequence[Path]) -> None:

@@ -1,7 +1,8 @@
 """YAML documents for mapping files and batch manifests: mappings that remember their lines, and
 every way a text can fail to be a document (bad syntax, duplicate or unhashable keys, aliases that
 expand without bound, nesting too deep for the parser) as one `YAMLProblem` with its line.
-`read_file` gets the text: from a regular file only, and at most MAX_BYTES of it.
+`read_file` gets the text: from a regular file only, and at most MAX_BYTES of it (a manifest:
+MAX_MANIFEST_BYTES).
 """
 
 from __future__ import annotations
@@ -15,9 +16,13 @@ import yaml
 from .errors import CkptmapError
 from .formats.rawio import read_small
 
-# Mappings are a few KB and a manifest with globs a few lines; one listing 20,000 jobs by hand is
-# under 1 MiB. PyYAML's pure-Python parser reads ~200 KB/s, so this also bounds the time to parse.
+# Mappings are a few KB. PyYAML's pure-Python parser reads ~300 KB/s, so this also bounds the
+# time to parse one (about 3 s).
 MAX_BYTES = 1 << 20
+# A manifest with globs is a few lines, but one generated job by job takes ~120 bytes a job: this
+# is ~140,000 jobs. Text over MAX_BYTES is parsed by libyaml where PyYAML has it (16 MiB of plain
+# jobs: ~7 s, against ~50 s in pure Python), and by the pure-Python parser only to word an error.
+MAX_MANIFEST_BYTES = 16 << 20
 
 
 class LineDict(dict):  # type: ignore[type-arg]
@@ -39,13 +44,13 @@ class YAMLProblem(Exception):
         return f"{label}:{self.line}" if self.line else label
 
 
-def read_file(path: Path, what: str, error: type[CkptmapError]) -> str:
+def read_file(path: Path, what: str, error: type[CkptmapError], *, limit: int = MAX_BYTES) -> str:
     """The text of the YAML file `path` (a "mapping file", a "manifest"); problems raise `error`.
 
     A FIFO or a device would block or never end (`-m /dev/zero`), so only regular files are read,
-    and never more than MAX_BYTES of them.
+    and never more than `limit` bytes of them.
     """
-    data = read_small(path, MAX_BYTES, what, error)
+    data = read_small(path, limit, what, error)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -54,12 +59,21 @@ def read_file(path: Path, what: str, error: type[CkptmapError]) -> str:
 
 def load(text: str) -> Any:
     """The one document in `text` (None for an empty text), mappings as `LineDict`s."""
-    loader = _Loader(text)
+    if len(text) > MAX_BYTES and _FastLoader is not None:
+        try:  # a sound document, quickly; a broken one is parsed again below for the message
+            return _load_with(_FastLoader, text)
+        except (yaml.YAMLError, RecursionError):
+            pass
+    return _load_with(_Loader, text)
+
+
+def _load_with(loader_class: type, text: str) -> Any:
+    loader = loader_class(text)
     try:
         node = loader.get_single_node()
         if node is None:
             return None
-        _check_expansion(node)
+        _check_expansion(node, _MAX_EXPANDED + 2 * len(text))
         return loader.construct_document(node)
     except RecursionError:
         raise YAMLProblem("the YAML nests too deeply") from None
@@ -73,6 +87,13 @@ def load(text: str) -> Any:
 
 class _Loader(yaml.SafeLoader):  # not libyaml's: its errors do not name the character (a tab)
     pass
+
+
+_FastLoader: type | None = None
+if getattr(yaml, "__with_libyaml__", False):
+
+    class _FastLoader(yaml.CSafeLoader):  # type: ignore[no-redef]  # for large texts; see `load`
+        pass
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
@@ -90,15 +111,19 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
     return result
 
 
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+for _class in (_Loader, _FastLoader):
+    if _class is not None:
+        _class.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 # Aliases repeat a node without copying it, so a few lines can stand for 10^9 values ("billion
-# laughs"), which printing or walking them would expand. Mappings and manifests are kilobytes.
+# laughs"), which printing or walking them would expand. Mappings are kilobytes; a document
+# without aliases counts at most about twice its length (a node and a character per character),
+# so a large manifest is allowed that much more.
 _MAX_EXPANDED = 1_000_000
 
 
-def _check_expansion(root: yaml.Node) -> None:
-    """Refuse a document whose aliases expand to more than _MAX_EXPANDED nodes and characters."""
+def _check_expansion(root: yaml.Node, limit: int) -> None:
+    """Refuse a document whose aliases expand to more than `limit` nodes and characters."""
     sizes: dict[int, int] = {}
     pending: list[tuple[yaml.Node, bool]] = [(root, False)]
     while pending:  # post-order without recursion; a node seen before counts with its full size
@@ -111,9 +136,9 @@ def _check_expansion(root: yaml.Node) -> None:
         if children_done:
             own = len(node.value) if isinstance(node, yaml.ScalarNode) else 1
             sizes[id(node)] = own + sum(sizes.get(id(c), 1) for c in children)
-            if sizes[id(node)] > _MAX_EXPANDED:
+            if sizes[id(node)] > limit:
                 raise YAMLProblem(
-                    f"YAML aliases here expand to more than {_MAX_EXPANDED} values",
+                    f"YAML aliases here expand to more than {limit} values",
                     node.start_mark.line + 1,
                     in_document=True,
                 )

@@ -126,7 +126,7 @@ def _run(
     progress: Progress | None,
 ) -> BatchReport:
     started = time.perf_counter()
-    state = State.load(loaded.path)
+    state = State.load(loaded.path, len(loaded.jobs))
     state.keep_only(loaded.jobs)
     state.pin(loaded.jobs)
     results: dict[str, JobResult] = {}

@@ -257,7 +257,7 @@ class _Checker:
 
 
 def _read(path: Path, label: str) -> Any:
-    text = yamldoc.read_file(Path(label), "manifest", ManifestError)  # regular files only, bounded
+    text = yamldoc.read_file(Path(label), "manifest", ManifestError, limit=yamldoc.MAX_MANIFEST_BYTES)
     try:
         return yamldoc.load(text)
     except yamldoc.YAMLProblem as e:

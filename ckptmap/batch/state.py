@@ -10,11 +10,12 @@ job again; so does a state file that is missing or unreadable. Paths are stored 
 manifest's directory, so a migration tree copied with its timestamps (`cp -a`, rsync -a) keeps
 its progress.
 
-A damaged state file (cut short, edited into other types, nested past the parser, over
-MAX_BYTES) counts as none, entry by entry where the rest is sound: running a job again is always
-safe, and the next save writes a sound file. One that is not a regular file (a FIFO would block
-the read, a directory cannot be replaced) stops the batch before any job, with one line saying
-to delete it; so does a lock file that is not a regular file.
+A damaged state file (cut short, edited into other types, nested past the parser, larger than
+`size_bound` allows for the manifest's jobs) counts as none, entry by entry where the rest is
+sound: running a job again is always safe, and the next save writes a sound file. One that is
+not a regular file (a FIFO would block the read, a directory cannot be replaced) stops the batch
+before any job, with one line saying to delete it; so does a lock file that is not a regular
+file.
 """
 
 from __future__ import annotations
@@ -37,8 +38,18 @@ from .manifest import Job
 
 VERSION = 1
 Fingerprint = dict[str, list[int]]  # path -> [size, mtime in ns]
-# About 15,000 jobs; a damaged file's JSON is bounded by it too (16 MiB of `[],` parse into ~440 MB).
+# A state file holds one entry per job of its manifest (stale ones are dropped at every run), about
+# 1 KB each with a few source files, so its bound grows with the jobs: a big batch never reads its
+# own file as damaged and runs everything again. The floor keeps small batches of many-shard
+# checkpoints as they were. A damaged file's JSON is bounded by it too (16 MiB of `[],` parse
+# into ~440 MB): memory in proportion to the manifest the user wrote.
 MAX_BYTES = 16 << 20
+BYTES_PER_JOB = 4 << 10
+
+
+def size_bound(jobs: int) -> int:
+    """The most bytes a state file for `jobs` jobs is read from."""
+    return max(MAX_BYTES, (1 << 20) + BYTES_PER_JOB * jobs)
 
 
 def state_path(manifest: Path) -> Path:
@@ -114,8 +125,10 @@ def _refuse_special(path: Path, what: str, mode: int) -> None:
 class State:
     """What finished before, by destination; `save` writes it back atomically."""
 
-    def __init__(self, path: Path, root: Path, entries: dict[str, dict[str, Any]]) -> None:
-        self.path, self.root, self.entries = path, root, entries
+    def __init__(
+        self, path: Path, root: Path, entries: dict[str, dict[str, Any]], limit: int = MAX_BYTES
+    ) -> None:
+        self.path, self.root, self.entries, self.limit = path, root, entries, limit
         self._mapping_ids: dict[str, str] = {}  # hashed once a run: see `pin`
 
     def pin(self, jobs: Iterable[Job]) -> None:
@@ -126,28 +139,29 @@ class State:
             self.signature(job)
 
     @classmethod
-    def load(cls, manifest: Path) -> State:
-        path = state_path(manifest)
+    def load(cls, manifest: Path, jobs: int = 0) -> State:
+        """The state of `manifest`, whose jobs number `jobs` (they bound the file's size)."""
+        path, limit = state_path(manifest), size_bound(jobs)
         try:
             os.stat(path)
         except FileNotFoundError:  # the first run, or a broken link, which `save` replaces
-            return cls(path, manifest.parent, {})
+            return cls(path, manifest.parent, {}, limit)
         except OSError:
             pass  # a link loop: said below
         try:
             regular_file(path, UsageError)
         except SourceNotFoundError:
-            return cls(path, manifest.parent, {})  # gone since
+            return cls(path, manifest.parent, {}, limit)  # gone since
         except UsageError as e:  # a FIFO, a directory, a link loop: neither readable nor replaceable
             raise UsageError(f"{e} It is batch's state file: delete it and run again.") from None
         try:
-            doc = json.loads(read_small(path, MAX_BYTES, "batch state file", UsageError))
+            doc = json.loads(read_small(path, limit, "batch state file", UsageError))
             entries = doc["outputs"] if doc.get("version") == VERSION else {}
         except (CkptmapError, OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
             entries = {}  # damaged: every job runs, which is always safe (see the module's docstring)
         if not isinstance(entries, dict):
-            return cls(path, manifest.parent, {})
-        return cls(path, manifest.parent, {k: v for k, v in entries.items() if _sound(v)})
+            return cls(path, manifest.parent, {}, limit)
+        return cls(path, manifest.parent, {k: v for k, v in entries.items() if _sound(v)}, limit)
 
     def is_current(self, job: Job, *, verified: bool) -> bool:
         """Whether `job`'s output is complete and up to date (and verified, when that is asked)."""
@@ -189,7 +203,13 @@ class State:
         self.entries = {k: v for k, v in self.entries.items() if k in wanted}
 
     def save(self) -> None:
-        text = json.dumps({"version": VERSION, "outputs": self.entries}, indent=1, sort_keys=True)
+        """Write the entries; indented to be read by people, unless only the compact form fits
+        the bound that `load` reads within (many files a job: each indented [size, mtime] takes
+        four lines)."""
+        doc = {"version": VERSION, "outputs": self.entries}
+        text = json.dumps(doc, indent=1, sort_keys=True)
+        if len(text) >= self.limit:
+            text = json.dumps(doc, separators=(",", ":"), sort_keys=True)
         with AtomicFiles([self.path]) as out:
             out.temp(self.path).write_text(text + "\n", encoding="utf-8")
 

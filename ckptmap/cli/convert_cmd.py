@@ -88,10 +88,10 @@ def convert(
 
 
 def _hint_mapping(report: api.ConversionReport) -> None:
+    """Between frameworks, no mapping keeps names the target cannot use: say which mapping would help."""
     from ..rules.mapping import builtin_for
     from ..verification.backends import framework_of
 
-    """Between frameworks, no mapping keeps names the target cannot use: say which mapping would help."""
     try:
         src_fw, dst_fw = framework_of(report.source_format), framework_of(report.destination_format)
     except CkptmapError:

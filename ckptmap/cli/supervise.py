@@ -25,7 +25,6 @@ import contextlib
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from typing import Any
@@ -39,7 +38,19 @@ MAPPING_COMMANDS = frozenset({"convert", "verify", "diff", "inspect"})
 BUS_ERROR = "a source file changed or was truncated while it was being read (SIGBUS); no output was written."
 
 _SI_KERNEL = 0x80  # Linux si_code of a signal the kernel sent, as the terminal's Ctrl-C
-_WATCHED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD)
+# Every signal whose default would end the parent alone is waited for and passed on (SIGKILL cannot
+# be: the child then ends through PR_SET_PDEATHSIG).
+_WATCHED = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGALRM,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGCHLD,
+)
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _SAME_PRESS = 0.5  # seconds: two SIGINTs closer than this are one Ctrl-C delivered twice
 
 
@@ -49,7 +60,11 @@ def run_supervised(args: list[str]) -> None:
     without forking, where that is not possible."""
     if not _can_fork(args):
         return
-    journal = tempfile.TemporaryFile()  # noqa: SIM115 - both processes keep it open to their end
+    try:  # in memory, so no writable temporary directory is needed; both processes keep it open
+        journal = os.fdopen(os.memfd_create("ckptmap-journal", os.MFD_CLOEXEC), "w+b")
+    except (OSError, AttributeError):  # no memfd (an old kernel): run unsupervised
+        return
+    parent = os.getpid()
     sys.stdout.flush()
     sys.stderr.flush()
     # Blocked before the fork: a signal or the child's end that comes early waits for sigwaitinfo.
@@ -63,6 +78,7 @@ def run_supervised(args: list[str]) -> None:
     if pid == 0:
         global _journal_file
         _journal_file = journal  # kept open to the child's end: the file object closes when freed
+        _die_with(parent)
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         atomic.journal_to(journal.fileno())
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
@@ -73,6 +89,20 @@ def run_supervised(args: list[str]) -> None:
     code = _outcome(status, atomic.recover(journal.read()))
     sys.stderr.flush()
     os._exit(code)  # not sys.exit: the child already ran the atexit handlers this process shares
+
+
+def _die_with(parent: int) -> None:
+    """Make the child end when the parent does (a caller's SIGKILL reaches only the parent, and the
+    work must not go on, and commit, after the caller has seen the command fail)."""
+    import ctypes  # here: only the child pays for it
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - Linux always has prctl
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(128 + signal.SIGKILL)
 
 
 def _can_fork(args: list[str]) -> bool:
@@ -111,6 +141,10 @@ def _outcome(status: int, committed: list[os.PathLike[str]]) -> int:
         return 2
     with contextlib.suppress(OSError, ValueError):  # SIGKILL has no handler to reset
         signal.signal(number, signal.SIG_DFL)
+    with contextlib.suppress(OSError, ValueError):  # the child dumped its core; not a second one
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     signal.pthread_sigmask(signal.SIG_UNBLOCK, [number])
     os.kill(os.getpid(), number)
     return 128 + number  # a signal whose default is not to die

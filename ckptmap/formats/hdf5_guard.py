@@ -22,6 +22,7 @@ h5py hands every read to the HDF5 C library, which trusts the file in places:
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ def check_global_heaps(
     header = object_header = 8 + width  # H5HG_SIZEOF_HDR, H5HG_SIZEOF_OBJHDR
     budget = (end - start) // 8 + 1024  # valid collections do not overlap: a step per 8 bytes at most
     largest = 0
-    pos = buf.find(_COLLECTION, start, end)
+    pos = _find(buf, start, end)
     while pos != -1:
         size = int.from_bytes(buf[pos + 8 : pos + 8 + width], "little")
         p = header
@@ -79,8 +80,31 @@ def check_global_heaps(
             if index:
                 largest = max(largest, declared)
             p += step
-        pos = buf.find(_COLLECTION, pos + 1, end)
+        pos = _find(buf, pos + 1, end)
     return largest
+
+
+_WINDOW = 64 << 20  # bytes of a mapped file searched before their pages are given back
+
+
+def _find(buf: bytes | mmap.mmap, start: int, end: int) -> int:
+    """The next collection signature in buf[start:end]. A map is searched a window at a time and
+    each window's pages are dropped from the process after it (they stay in the page cache), so
+    scanning a 2 GB file does not make it 2 GB resident (madvise DONTNEED, as rawio.view_of)."""
+    if not isinstance(buf, mmap.mmap):
+        return buf.find(_COLLECTION, start, end)
+    lo = start
+    while lo < end:
+        hi = min(end, lo + _WINDOW)
+        pos = buf.find(_COLLECTION, lo, min(end, hi + len(_COLLECTION) - 1))
+        first, last = lo // mmap.PAGESIZE * mmap.PAGESIZE, hi // mmap.PAGESIZE * mmap.PAGESIZE
+        if last > first:
+            with contextlib.suppress(ValueError, OSError):
+                buf.madvise(mmap.MADV_DONTNEED, first, last - first)
+        if pos != -1:
+            return pos
+        lo = hi
+    return -1
 
 
 def check_global_heaps_in_file(path: Path, label: str | Path | None = None, start: int = 0,

@@ -145,8 +145,8 @@ class TableReader:
             self.index = [(k, _decode_handle(v, 0)[0]) for k, v in _block_entries(self._block(index_handle))]
         except WireError as e:
             raise FormatError(f"{self.path}: damaged table index ({e}).") from e
-        # Kept for items(), the one reader an aliased index multiplies: `first_entry` and `get`
-        # read one block, and sniffing should still see a (damaged) TensorFlow table.
+        # Raised by items() and get(), not here: `first_entry` reads one block, and sniffing should
+        # still see a (damaged) TensorFlow table.
         self._index_error = _check_index(self.index)
         self._index_keys = [k for k, _ in self.index]
         self._cache: tuple[int, dict[bytes, memoryview]] | None = None
@@ -179,7 +179,12 @@ class TableReader:
                 raise FormatError(f"{self.path}: damaged table ({e}).") from e
 
     def get(self, key: bytes) -> memoryview | None:
-        """The value under `key`, reading only the one block that can hold it."""
+        """The value under `key`, reading only the one block that can hold it.
+
+        Refused over a damaged index, as `items()` is: bisecting keys out of order can miss a key
+        that is there, and a checkpoint read through `get` would then lack a tensor silently."""
+        if self._index_error is not None:
+            raise FormatError(f"{self.path}: damaged table index ({self._index_error}).")
         i = bisect.bisect_left(self._index_keys, key)  # index keys are >= every key of their block
         if i == len(self.index):
             return None

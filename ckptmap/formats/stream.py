@@ -10,7 +10,9 @@ HDF5 writers (Keras) hand h5py the same blocks through `write_dataset`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -49,6 +51,9 @@ def checked_blocks(entry: TensorEntry) -> Iterator[np.ndarray]:
         yield block
 
 
+_WRITEBACK_EVERY = 32 << 20  # as rawio's byte-level writers
+
+
 def write_dataset(group: Any, name: str, entry: TensorEntry, stored: str | None = None) -> Any:
     """A new h5py dataset `name` in `group` holding the entry, written a block of rows at a time,
     so a mapped target never exists whole in memory. `stored`: the file's dtype when it differs
@@ -56,15 +61,30 @@ def write_dataset(group: Any, name: str, entry: TensorEntry, stored: str | None 
     dtype = np.dtype(stored) if stored else dtypes.by_name(entry.dtype).numpy
     dataset = group.create_dataset(name, entry.shape, dtype)
     rows, needed = 0, entry.shape[0] if entry.shape else 1
+    handed = 0  # rows already handed to the disk
     for block in checked_blocks(entry):
         if not entry.shape:
             dataset[()] = block.view(dtype)
             return dataset
         dataset[rows : rows + len(block)] = block.view(dtype)
         rows += len(block)
+        if (rows - handed) * dataset.nbytes // max(needed, 1) >= _WRITEBACK_EVERY:
+            _start_writeback(dataset, handed, rows)
+            handed = rows
     if rows != needed:  # what was not written would read back as zeros
         raise WriteError(f"Tensor '{entry.name}': its data came to {rows} rows, its shape needs {needed}.")
     return dataset
+
+
+def _start_writeback(dataset: Any, first: int, stop: int) -> None:
+    """Hand rows [first, stop) of a contiguous dataset to the disk now, as `rawio.open_output`
+    does for the byte-level writers: the commit's fsync then has little left to wait for (a
+    716 MB Keras file: 0.84 s of final fsync before this)."""
+    with contextlib.suppress(Exception):  # a driver without an fd, a chunked dataset: skip it
+        offset, row = dataset.id.get_offset(), dataset.nbytes // dataset.shape[0]
+        fd = dataset.file.id.get_vfd_handle()
+        if offset is not None and hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(fd, offset + first * row, (stop - first) * row, os.POSIX_FADV_DONTNEED)
 
 
 def _vanished(name: str, error: OSError) -> BaseException:
@@ -111,7 +131,10 @@ class BlockStream:
             try:
                 self.f.write(data)
             except OSError as e:
-                raise _vanished(name, e) from e
+                error = _vanished(name, e)
+                if error is e:
+                    raise
+                raise error from e
             return
         self._raise_if_failed()
         self._queue.put((name, data))  # cannot hang: the writing thread takes items even after an error

@@ -208,25 +208,40 @@ class _Bundle:
 def _data_shards(index: Path, prefix: Path, count: int) -> list[Path]:
     """The `count` data shards of the bundle, each checked to be a regular file.
 
-    The count comes from the index, so it is checked against the shards in the directory before
-    any path is built: a damaged count of 10**9 costs one directory listing, not 10**9 paths."""
+    The count comes from the index, so it is checked against the shards present before all its
+    paths are built: a damaged count of 10**9 costs one directory listing, not 10**9 paths. A
+    directory that can be entered but not listed (mode 0o311, as on shared model stores) is
+    probed shard by shard instead, stopping at the first one missing: again at most one path more
+    than there are shards."""
     head, tail = f"{prefix.name}.data-", f"-of-{count:05d}"
     try:
         with os.scandir(prefix.parent) as listing:
             present = {e.name for e in listing if e.name.startswith(head) and e.name.endswith(tail)}
+        names = (tf_paths.data_path(prefix, i, count).name for i in range(count))
+        missing = next((name for name in names if name not in present), None)  # <= len(present) + 1 steps
+        found, here = len(present), f", {len(present)} are here"
+    except PermissionError:
+        (missing, found), here = _first_missing(prefix, count), ""  # shards after it are not looked for
     except OSError as e:
         raise FormatError(f"{index}: cannot list its directory ({e.strerror or e}).") from None
-    names = (tf_paths.data_path(prefix, i, count).name for i in range(count))
-    missing = next((name for name in names if name not in present), None)  # <= len(present) + 1 steps
     if missing is not None:
-        many = count > len(present) + 1
-        found = f" (the index lists {count} shards, {len(present)} are here)" if many else ""
-        raise SourceNotFoundError(f"{index}: its data shard {missing} is missing{found}.")
+        said = f" (the index lists {count} shards{here})" if count > found + 1 else ""
+        raise SourceNotFoundError(f"{index}: its data shard {missing} is missing{said}.")
     shards = [tf_paths.data_path(prefix, i, count) for i in range(count)]
     for shard in shards:
         if not shard.is_file():  # follows links: a link to a regular file is fine, a FIFO is not
             raise FormatError(f"{index}: its data shard {shard.name} is not a regular file.")
     return shards
+
+
+def _first_missing(prefix: Path, count: int) -> tuple[str | None, int]:
+    """The name of the first of `count` shards that does not exist, found by a stat of each in
+    turn (for a directory that cannot be listed), and how many exist before it."""
+    for i in range(count):
+        shard = tf_paths.data_path(prefix, i, count)
+        if not os.path.lexists(shard):
+            return shard.name, i
+    return None, count
 
 
 def _refuse_aliasing(index: Path, entries: dict[bytes, BundleEntry]) -> None:

@@ -84,8 +84,14 @@ def read(path: Path) -> Checkpoint:
             raise FormatError(f"unexpected persistent id ({tp.describe(pid)}).")
         stype = tp.storage_type(pid[1])
         key, numel = tp.text(pid[2]), pid[4]
-        if key in storages:
-            return storages[key][0]
+        if key in storages:  # views of one storage name it again, with the same type and size
+            first = storages[key][0]
+            if (first.dtype, first.numel) != (stype.dtype, numel):  # which one is right? (as torch_legacy)
+                raise FormatError(
+                    f"storage '{key}' is declared twice, with different types or sizes "
+                    f"({first.numel} elements, then {tp.describe(numel)})."
+                )
+            return first
         info = archive.members.get(f"{root}/data/{key}")
         if info is None or type(numel) is not int or numel < 0:
             raise FormatError(f"storage '{key}' is missing from the archive or has a bad size.")

@@ -52,13 +52,17 @@ class Node:
 
     shape: tuple[int, ...]
     dtype: str
-    # The bytes of each distinct source below this node (by id of its entry): what it may grow from.
+    # The elements of each distinct source below this node (by id of its entry): what it may grow
+    # from. Elements, not bytes: a cast (float16 to float32, int8 to float32) changes each element's
+    # size, not how many there are, and is never growth; `zeros` and `cat(x, x)` add elements.
     sourced: dict[int, int]
 
     @property
     def growth(self) -> int:
-        """Bytes this tensor holds beyond the sources it is computed from (0 if none)."""
-        return max(0, nbytes(self.shape, self.dtype) - sum(self.sourced.values()))
+        """Bytes this tensor holds beyond the sources it is computed from (0 if none): its
+        elements past theirs, at its own itemsize."""
+        extra = ops.elements(self.shape) - sum(self.sourced.values())
+        return max(0, extra) * dtypes.by_name(self.dtype).itemsize
 
     def compute(self, read: dict[int, np.ndarray] | None = None) -> np.ndarray:
         """The whole result. `read` holds the sources already read for this target, so a source
@@ -72,7 +76,7 @@ class Node:
 class SourceNode(Node):
     def __init__(self, entry: TensorEntry, reader: Callable[[TensorEntry], np.ndarray]) -> None:
         self.entry, self.shape, self.dtype, self._reader = entry, entry.shape, entry.dtype, reader
-        self.sourced = {id(entry): nbytes(entry.shape, entry.dtype)}
+        self.sourced = {id(entry): ops.elements(entry.shape)}
 
     def compute(self, read: dict[int, np.ndarray] | None = None) -> np.ndarray:
         if read is None:
@@ -96,8 +100,9 @@ class OpNode(Node):
         if self.growth > ops.GROWTH_BYTES:  # checked at every op: `zeros(...) | reshape` is computed whole
             raise ExprError(
                 f"{type(op).__name__.lower()} makes a tensor of shape {list(self.shape)} "
-                f"({nbytes(self.shape, self.dtype):,} bytes) from {sum(self.sourced.values()):,} bytes "
-                f"of sources; a mapping may add at most {ops.GROWTH_BYTES:,} bytes"
+                f"({nbytes(self.shape, self.dtype):,} bytes) from {sum(self.sourced.values()):,} "
+                f"source elements: {self.growth:,} bytes of new elements; a mapping may add at most "
+                f"{ops.GROWTH_BYTES:,} bytes"
             )
 
     def compute(self, read: dict[int, np.ndarray] | None = None) -> np.ndarray:

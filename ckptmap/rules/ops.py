@@ -11,6 +11,7 @@ names or files; the engine adds that context to their messages.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
@@ -25,7 +26,9 @@ Box = tuple[tuple[int, int], ...]  # [start, stop) on every axis
 
 # How many bytes more than its sources a tensor a mapping computes may hold, and all the tensors of
 # one run together (`zeros` for PyTorch's second bias, a `cat` of a source with itself): a mapping
-# file cannot make ckptmap fill a disk or memory. Ops that only move elements never grow a tensor.
+# file cannot make ckptmap fill a disk or memory. Growth is counted in elements (at the result's
+# itemsize): ops that only move elements never grow a tensor, and neither does a cast, which makes
+# as many elements as it reads (`cast(float32)` of a 2 GiB float16 checkpoint is no growth).
 GROWTH_BYTES = 1 << 30
 # The largest size of an axis: numpy's (and every format's) sizes are int64.
 MAX_DIM = (1 << 63) - 1
@@ -215,14 +218,56 @@ class Transpose(Op):
     def fill(self, out: np.ndarray, box: Box, inputs: Sequence[Part]) -> bool:
         # Output axis i is input axis perm[i]: the input fills the same memory seen with its axes.
         perm = self.perm if self.perm is not None else tuple(reversed(range(out.ndim)))
-        inverse = np.argsort(perm)
+        inverse = tuple(sorted(range(len(perm)), key=perm.__getitem__))  # np.argsort: 30x slower here
         inputs[0].fill(out.transpose(inverse), tuple(box[i] for i in inverse))
         return True
 
 
-# Blocks that read 1 KiB runs of the source and write 256-byte runs, so both sides stay in cache;
-# numpy's own copy of a large transposed matrix strides through memory, 3-4x slower.
-_RUN_READ, _RUN_WRITTEN = 1024, 256
+class _Tiling:
+    """The tile shape for copying a matrix into its transpose, picked by timing on this CPU.
+
+    numpy's own copy of a large transposed matrix strides through memory; copying it in tiles that
+    read runs of `read` bytes of the source and write runs of `written` bytes keeps both sides in
+    cache. Which tile is fastest depends on the caches: on the Intel Xeon of bench run D, 1 KiB x
+    256 B (2.6 GB/s); on an AMD EPYC (Zen 2) 4 KiB x 64 B, about 4x faster there than 1 KiB x
+    256 B, which conflict-misses on the power-of-two strides of RNN kernels. So a process's first
+    transposes take turns with each candidate, on real work, and the rest use the fastest.
+    """
+
+    CANDIDATES = ((1024, 256), (4096, 64), (2048, 64), (4096, 32))
+    TRIES = 2  # copies of at least _MIN_TIMED bytes per candidate before choosing
+    _MIN_TIMED = 1 << 20
+
+    def __init__(self) -> None:
+        self._spent = [[0.0, 0] for _ in self.CANDIDATES]  # seconds, timed copies
+        self._turn = 0
+        self.chosen: tuple[int, int] | None = None
+
+    def copy(self, out: np.ndarray, source: np.ndarray, fast: int) -> None:
+        if self.chosen is not None or out.nbytes < self._MIN_TIMED:
+            self._tiles(out, source, fast, self.chosen or self.CANDIDATES[0])
+            return
+        k = self._turn % len(self.CANDIDATES)  # threads may share a turn: the timings stay per byte
+        self._turn += 1
+        started = time.perf_counter()
+        self._tiles(out, source, fast, self.CANDIDATES[k])
+        self._spent[k][0] += (time.perf_counter() - started) / out.nbytes
+        self._spent[k][1] += 1
+        if all(n >= self.TRIES for _, n in self._spent):
+            best = min(range(len(self.CANDIDATES)), key=lambda i: self._spent[i][0] / self._spent[i][1])
+            self.chosen = self.CANDIDATES[best]
+
+    @staticmethod
+    def _tiles(out: np.ndarray, source: np.ndarray, fast: int, runs: tuple[int, int]) -> None:
+        read, written = runs
+        step = [written // out.itemsize or 1] * 2
+        step[fast] = read // out.itemsize or 1
+        for i in range(0, out.shape[0], step[0]):
+            for j in range(0, out.shape[1], step[1]):
+                out[i : i + step[0], j : j + step[1]] = source[i : i + step[0], j : j + step[1]]
+
+
+_tiling = _Tiling()
 
 
 def c_order(array: np.ndarray) -> np.ndarray:
@@ -276,11 +321,7 @@ def copy_into(out: np.ndarray, source: np.ndarray) -> None:
     if fast == _fast_axis(out):
         out[...] = source
         return
-    step = [_RUN_WRITTEN // out.itemsize] * 2
-    step[fast] = _RUN_READ // out.itemsize
-    for i in range(0, out.shape[0], step[0]):
-        for j in range(0, out.shape[1], step[1]):
-            out[i : i + step[0], j : j + step[1]] = source[i : i + step[0], j : j + step[1]]
+    _tiling.copy(out, source, fast)
 
 
 def _fast_axis(array: np.ndarray) -> int:

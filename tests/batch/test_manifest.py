@@ -301,3 +301,23 @@ def test_cli_rejects_zero_jobs_and_a_missing_manifest(tree, capsys):
         with pytest.raises(SystemExit) as done:
             main(args)
         assert done.value.code == 2 and capsys.readouterr().err == message
+
+
+def test_a_manifest_over_one_mib_loads(tree):
+    # Manifests written job by job (generated ones) pass 1 MiB at about 9,000 jobs, and were refused
+    # as "too large"; they may now take 16 MiB. Long comments make this one large with few jobs.
+    pad = "  # " + "x" * 500 + "\n"
+    jobs = "".join(f"  - src: runs/a/lstm.pt\n    dst: out/{i:04d}.safetensors\n{pad}" for i in range(2_500))
+    path = manifest(tree, "jobs:\n" + jobs)
+    assert 1 << 20 < path.stat().st_size < 16 << 20
+    loaded = load_manifest(path).jobs
+    assert len(loaded) == 2_500
+    assert (loaded[-1].line, loaded[-1].destination_text) == (2 + 3 * 2_499, "out/2499.safetensors")
+
+
+def test_a_manifest_over_sixteen_mib_is_refused(tree):
+    path = tree / "m.yaml"
+    with open(path, "wb") as f:
+        f.truncate((16 << 20) + 1)  # sparse: nothing to write
+    with pytest.raises(ManifestError, match=r"m\.yaml: more than 16 MiB, too large for a manifest"):
+        load_manifest(path)

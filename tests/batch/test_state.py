@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from safetensors.numpy import load_file
 
-from ckptmap.batch import run_batch
+from ckptmap.batch import run_batch, state
 from ckptmap.batch.manifest import load as load_manifest
 from ckptmap.batch.state import State
 from ckptmap.errors import UsageError
@@ -102,3 +102,50 @@ def test_an_included_built_in_counts_by_name_wherever_ckptmap_is_installed(tree,
     built_in = moved / "tf1-to-torch.yaml"
     built_in.write_text(built_in.read_text() + "# another build of the same version\n")
     assert State.load(tree / "migrate.yaml").signature(job)["mapping"] == here
+
+
+def _entry(i: int) -> dict:
+    """A state entry shaped as `State.record` writes one: a TF source of two files, one output."""
+    fingerprint = [123_456_789, 1_733_300_000_123_456_789]
+    return {
+        "signature": {
+            "source": f"runs/experiment_{i:06d}/model.ckpt",
+            "destination": f"out/experiment_{i:06d}/model.safetensors",
+            "mapping": ["maps/mine.yaml@sha256:0123456789abcdef"],
+            "params": {"hidden": 512},
+            "rename": [],
+            "to": None,
+            "ckptmap": "1.0.0",
+        },
+        "sources": {
+            f"runs/experiment_{i:06d}/model.ckpt.index": fingerprint,
+            f"runs/experiment_{i:06d}/model.ckpt.data-00000-of-00001": fingerprint,
+        },
+        "outputs": {f"out/experiment_{i:06d}/model.safetensors": fingerprint},
+        "verified": False,
+    }
+
+
+def test_the_state_of_a_large_batch_is_kept(tmp_path: Path) -> None:
+    # 24,000 jobs make a state file over 16 MiB, which was then read as damaged: every rerun ran
+    # every job again, and saved an oversized file again. The bound now grows with the jobs.
+    jobs = 24_000
+    manifest = tmp_path / "migrate.yaml"
+    path = tmp_path / "migrate.yaml.state.json"
+    entries = {f"out/experiment_{i:06d}/model.safetensors": _entry(i) for i in range(jobs)}
+    State(path, tmp_path, entries, limit=state.size_bound(jobs)).save()
+    assert path.stat().st_size > state.MAX_BYTES
+    assert State.load(manifest, jobs).entries == entries
+    assert State.load(manifest, 1).entries == {}  # a file that large for one job: damaged
+
+
+def test_a_state_only_its_compact_form_fits_is_saved_compact(tmp_path: Path) -> None:
+    # Entries larger than the bound allows a job when indented are written without the indent,
+    # so the next run still reads them.
+    jobs, entries = 3, {f"d{i}": _entry(i) for i in range(3)}
+    limit = len(json.dumps({"version": state.VERSION, "outputs": entries}, separators=(",", ":"))) + 100
+    State(tmp_path / "m.yaml.state.json", tmp_path, entries, limit=limit).save()
+    text = (tmp_path / "m.yaml.state.json").read_text()
+    assert len(text) <= limit and "\n " not in text
+    loaded = State.load(tmp_path / "m.yaml", jobs)
+    assert loaded.entries == entries

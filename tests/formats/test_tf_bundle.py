@@ -298,6 +298,73 @@ def test_missing_shard_is_named(tmp_path: Path, tf1_prefix: Path) -> None:
         tf_bundle.read(prefix)
 
 
+def _three_shards(prefix: Path, *, num_shards: int = 3) -> dict[str, np.ndarray]:
+    """A bundle of three float tensors, one per data shard, written by hand."""
+    import google_crc32c
+
+    values = {f"w{i}": np.arange(4, dtype=np.float32) + i for i in range(3)}
+    with open(tf_paths.index_path(prefix), "wb") as f:
+        table = TableWriter(f)
+        table.add(b"", BundleHeader(num_shards).encode())
+        for i, (name, value) in enumerate(values.items()):
+            raw = value.tobytes()
+            tf_paths.data_path(prefix, i, num_shards).write_bytes(raw)
+            crc = mask_crc(google_crc32c.value(raw))
+            table.add(name.encode(), BundleEntry(1, value.shape, i, 0, len(raw), crc).encode())
+        table.finish()
+    return values
+
+
+def _unlistable(monkeypatch: pytest.MonkeyPatch, directory: Path) -> list[Path]:
+    """Make `directory` fail to list as a mode-0o311 directory does for its non-owners (root
+    ignores the mode, so the refusal is simulated); returns the paths probed one by one."""
+    scandir, lexists, probed = os.scandir, os.path.lexists, []
+
+    def refusing(path: str | os.PathLike[str] = ".") -> object:
+        if Path(path) == directory:
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    def probing(path: str | os.PathLike[str]) -> bool:
+        probed.append(Path(path))
+        return lexists(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    monkeypatch.setattr(os.path, "lexists", probing)
+    return probed
+
+
+def test_a_directory_that_cannot_be_listed_is_read_shard_by_shard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Shared model stores often give checkpoint folders mode 0o311: enter, read, but not list.
+    # Listing the folder to count shards made such checkpoints fail ("cannot list its directory").
+    prefix = tmp_path / "model.ckpt"
+    values = _three_shards(prefix)
+    probed = _unlistable(monkeypatch, tmp_path)
+    ckpt = tf_bundle.read(prefix)
+    for name, value in values.items():
+        assert_same(ckpt[name], value)
+    assert tf_paths.data_path(prefix, 2, 3) in probed
+    tf_paths.data_path(prefix, 1, 3).unlink()
+    missing = r"data shard model\.ckpt\.data-00001-of-00003 is missing \(the index lists 3 shards\)\.$"
+    with pytest.raises(SourceNotFoundError, match=missing):
+        tf_bundle.read(prefix)
+
+
+def test_an_unlistable_directory_still_bounds_a_damaged_shard_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Shards named for 10**9: probing stops at the first missing one, 4 paths, not 10**9.
+    prefix = tmp_path / "model.ckpt"
+    _three_shards(prefix, num_shards=10**9)
+    probed = _unlistable(monkeypatch, tmp_path)
+    missing = r"shard model\.ckpt\.data-00003-of-1000000000 is missing \(the index lists 1000000000 shards\)"
+    with pytest.raises(SourceNotFoundError, match=missing):
+        tf_bundle.read(prefix)
+    assert len([p for p in probed if ".data-" in p.name]) == 4
+
+
 def test_big_endian_bundles_are_byte_swapped(tmp_path: Path) -> None:
     # TF writes endianness=BIG on big-endian hosts (tensor_bundle.cc); build such a bundle by hand.
     values = {

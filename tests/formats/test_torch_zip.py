@@ -4,6 +4,8 @@ ckptmap writes load with `torch.load(weights_only=True)` (and mmap) into fresh R
 
 from __future__ import annotations
 
+import io
+import pickle
 import subprocess
 import sys
 import time
@@ -20,6 +22,7 @@ import ckptmap
 from ckptmap.errors import CkptmapError, FormatError, UnsupportedError
 from ckptmap.formats import torch_legacy, torch_zip
 from ckptmap.tree import Checkpoint, TensorEntry
+from tests.torchfiles import Call
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "real_checkpoints"
 
@@ -369,6 +372,57 @@ def test_malformed_archives_are_format_errors(tmp_path: Path, members: dict[str,
             zf.writestr(name, data)
     with pytest.raises(FormatError, match=match):
         read_all(path)
+
+
+class _Storage:
+    """Pickled as torch pickles a storage: by persistent id, ("storage", type, key, location, numel)."""
+
+    def __init__(self, stype: type, key: str, numel: int) -> None:
+        self.stype, self.key, self.numel = stype, key, numel
+
+
+class _StoragePickler(pickle.Pickler):
+    def persistent_id(self, obj: object) -> tuple | None:
+        if isinstance(obj, _Storage):
+            return ("storage", obj.stype, obj.key, "cpu", obj.numel)
+        return None
+
+
+def _tensor(storage: _Storage, numel: int) -> Call:
+    return Call(torch._utils._rebuild_tensor_v2, storage, 0, (numel,), (1,), False, OrderedDict())
+
+
+@pytest.mark.parametrize(
+    ("second", "refused"),
+    [
+        ((torch.FloatStorage, 4), False),  # views of one storage: legitimate
+        ((torch.FloatStorage, 2), True),
+        ((torch.DoubleStorage, 4), True),
+    ],
+    ids=["same", "other_size", "other_type"],
+)
+def test_a_storage_declared_twice_differently_is_refused(tmp_path: Path, second: tuple, refused: bool):
+    # Storage '0' first as 4 floats, then again: torch takes the first declaration whatever the
+    # second says, so a tensor's dtype and bounds were checked against a storage it is not
+    # (torch_legacy refused this already).
+    stype, numel = second
+    first = _Storage(torch.FloatStorage, "0", 4)
+    state = {"a": _tensor(first, 4), "b": _tensor(_Storage(stype, "0", numel), 2)}
+    buffer = io.BytesIO()
+    _StoragePickler(buffer, protocol=2).dump(state)
+    path = tmp_path / "x.pt"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("x/data.pkl", buffer.getvalue())
+        zf.writestr("x/data/0", np.arange(4, dtype="<f4").tobytes())
+    if not refused:
+        ckpt = torch_zip.read(path)
+        np.testing.assert_array_equal(ckpt["a"], np.arange(4, dtype=np.float32))
+        np.testing.assert_array_equal(ckpt["b"], np.arange(2, dtype=np.float32))
+        return
+    twice = r"x\.pt: storage '0' is declared twice, with different types or sizes"
+    with pytest.raises(FormatError, match=twice) as err:
+        torch_zip.read(path)
+    assert "\n" not in str(err.value)
 
 
 def test_sniff_says_no_to_other_files_without_raising(tmp_path: Path) -> None:

@@ -293,3 +293,14 @@ def test_a_damaged_state_file_counts_as_none_and_the_job_runs_again(finished, tm
     [job] = json.loads((root / "r.json").read_text())["jobs"]
     assert job["status"] == "done"
     assert json.loads(state.read_text())["outputs"]["out/a.safetensors"]["verified"] is False  # sound again
+
+
+def test_every_refusal_words_a_file_kind_alike(tmp_path):
+    # The writer said "a named pipe (FIFO)" where every reader says "a FIFO": one wording
+    # (rawio.kind) for every message about a file that is not regular.
+    from ckptmap.atomic import AtomicFiles
+    from ckptmap.errors import WriteError
+
+    pipe = fifo(tmp_path / "x.safetensors")
+    with pytest.raises(WriteError, match=r"exists and is a FIFO, not a regular file"), AtomicFiles([pipe]):
+        pass

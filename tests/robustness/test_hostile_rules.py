@@ -130,6 +130,14 @@ def test_a_polynomial_regex_refuses_a_name_too_long_for_it(tmp_path: Path) -> No
     assert "5000 characters is too long" in line and "m.yaml:2" in line, line
 
 
+def test_a_name_of_many_slashes_is_refused_for_a_chain_of_dot_stars_that_loads(tmp_path: Path) -> None:
+    # `(.*)/(.*)/(.*)/(.*)/k` loads (real names have a few slashes: ~s^3 * n steps on s of them);
+    # on 3000 slashes `re` would try ~3000^4 ways (hours): the bound for this very name refuses it.
+    names = {"/" * 3000: np.zeros(1, np.float32)}
+    line = refused(tmp_path, "rules:\n  - match: '(.*)/(.*)/(.*)/(.*)/k'\n    to: y\n", names)
+    assert "3000 characters is too long" in line and "m.yaml:2" in line, line
+
+
 def test_regex_matching_of_one_run_stops_at_its_deadline() -> None:
     # Many names each just under the bound: the time the run spends matching ends them.
     pattern = regexes.compile(".*.*x")
