@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Callable
 from functools import cached_property
 from re import _parser  # type: ignore[attr-defined]
 from typing import Any
@@ -130,20 +131,19 @@ class Regex:
             )
 
     def fullmatch(self, name: str, budget: Budget | None = None) -> re.Match[str] | None:
-        self._check(name)
-        if budget is None:
-            return self.compiled.fullmatch(name)
-        started = time.monotonic()
-        found = self.compiled.fullmatch(name)
-        budget.charge(started)
-        return found
+        return self._timed(self.compiled.fullmatch, name, budget)
 
     def search(self, name: str, budget: Budget | None = None) -> re.Match[str] | None:
+        return self._timed(self.compiled.search, name, budget)
+
+    def _timed(
+        self, match: Callable[[str], re.Match[str] | None], name: str, budget: Budget | None
+    ) -> re.Match[str] | None:
         self._check(name)
         if budget is None:
-            return self.compiled.search(name)
+            return match(name)
         started = time.monotonic()
-        found = self.compiled.search(name)
+        found = match(name)
         budget.charge(started)
         return found
 

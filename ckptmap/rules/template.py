@@ -11,11 +11,11 @@ import re
 from collections.abc import Mapping, Set
 from dataclasses import dataclass
 
+# The longest target name a template may make (`{0}{0}{0}...` repeats a name each time) is the
+# longest name the rules take at all.
+from .regexes import MAX_NAME_CHARS
+
 _FIELD = re.compile(r"\{\{|\}\}|\{(?P<name>\w+)(?:(?P<kind>[|?])(?P<arg>[^{}]*))?\}")
-
-
-# The longest target name a template may make (`{0}{0}{0}...` repeats a name each time).
-MAX_NAME_CHARS = 1 << 16
 
 
 class TemplateError(Exception):
