@@ -66,3 +66,13 @@ def test_shape_errors_are_messages_for_people():
         ops.Split(2, 2, 0).infer([A.shape], ["float32"])
     with pytest.raises(OpError, match="int32 tensor cannot take a float constant"):
         ops.Arith("add", 1.0).infer([(3,)], ["int32"])
+
+
+@pytest.mark.parametrize("runs", ops._Tiling.CANDIDATES, ids=str)
+def test_every_transpose_tiling_copies_exactly(runs: tuple[int, int]) -> None:
+    # A process uses whichever candidate timed fastest on its CPU, so each must be exact; odd
+    # sizes leave partial tiles at both edges.
+    source = np.arange(1031 * 517, dtype=np.float32).reshape(1031, 517)
+    out = np.empty((517, 1031), np.float32)
+    ops._Tiling._tiles(out, source.T, 0, runs)
+    np.testing.assert_array_equal(out, source.T)
