@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from .errors import UsageError, WriteError
+from .errors import CkptmapError, NothingDoneError, UsageError, WriteError
 from .formats import registry
 from .tree import Checkpoint
 
@@ -106,12 +106,20 @@ def convert(
     dry_run: bool = False,
     progress: Progress | None = None,
     shard_size: int | None = None,
+    drop: Sequence[str] = (),
+    keep_only: Sequence[str] = (),
+    overwrite: bool = True,
+    allow_noop: bool = False,
 ) -> ConversionReport:
-    """Read `src`, apply the mapping(s), rename targets last, and write `dst` atomically.
+    """Read `src`, apply the mapping(s), drop what `drop` matches (regexes) or no `keep_only`
+    matches, rename targets last, and write `dst` atomically.
 
     Everything is validated before anything is written; `dry_run` stops there and returns the plan.
     `shard_size` (bytes) splits a TF checkpoint into data shards of at most that size
     (`model.ckpt.data-00000-of-00004`, ...); a tensor larger than that gets a shard of its own.
+    `overwrite=False` refuses a destination that exists. A mapping written for another framework
+    than the source's, or one that converts none of the source's RNNs, raises `NothingDoneError`
+    unless `allow_noop`.
 
     >>> ckptmap.convert("sample_checkpoints/tf1_lstm2", "lstm.pt", mapping="tf1-to-torch")  # doctest: +SKIP
     """
@@ -120,21 +128,100 @@ def convert(
     started = time.perf_counter()
     source = load(src)
     mappings = resolve_mappings(mapping, params or {})
-    out, plan = apply(source, mappings, rename)
+    if not allow_noop:
+        _refuse_other_framework(source, mappings)
+    out, plan = apply(source, mappings, rename, drop=drop, keep_only=keep_only)
     dst_path = Path(dst)
     fmt = output_format(dst_path, to, mappings)
+    out, plan = _drop_unplaced(out, plan, fmt, mappings)
+    if not allow_noop:
+        _refuse_no_rnn_converted(source, mappings, plan)
     report = ConversionReport(
         Path(src), source.format, dst_path, fmt.name, plan, notes=list(source.notes), dry_run=dry_run
     )
     report.plan = plan = as_written(out, plan, fmt)
     options = _writer_options(fmt, shard_size)
+    writer = fmt.load()
+    outputs = writer.files(dst_path, out, **options)
+    _refuse_overwriting_source(outputs, source.files)
+    if not (overwrite or dry_run) and (existing := [f for f in outputs if os.path.lexists(f)]):
+        raise UsageError(
+            f"{existing[0]} exists; pass --overwrite to replace it (the old files stay until the new "
+            "ones are complete)."
+        )
     if not dry_run:
-        writer = fmt.load()
-        _refuse_overwriting_source(writer.files(dst_path, out, **options), source.files)
         report.files = writer.write(out, dst_path, progress=progress, **options)
         report.bytes_written = sum(f.stat().st_size for f in report.files if f.exists())
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _framework(fmt: str) -> str | None:
+    from .verification.backends import framework_of  # a table; no framework is imported
+
+    try:
+        return framework_of(fmt)
+    except CkptmapError:  # a format no framework restores: nothing to compare
+        return None
+
+
+def _refuse_other_framework(source: Checkpoint, mappings: Sequence[Mapping]) -> None:
+    """A mapping's `from:` must be the framework of what it is applied to (`torch-to-tf1` on a TF
+    checkpoint matches nothing and would copy it unchanged under another format's name)."""
+    current = _framework(source.format)
+    for m in mappings:
+        wanted = m.spec.source_framework
+        if wanted and current and wanted != current:
+            raise NothingDoneError(
+                f"mapping {m.name} converts {wanted} checkpoints, but {source.path} is a {current} "
+                f"checkpoint ({source.format}); nothing would be converted. "
+                "Pass --allow-noop to run it anyway.",
+                hint=_suggested_mapping(current, m.spec.target_framework, wanted),
+            )
+        current = m.spec.target_framework or current
+
+
+def _suggested_mapping(source: str, target: str | None, wanted: str) -> str | None:
+    """The built-in mapping from `source` to the mapping's target, or else the other way round
+    (`torch-to-tf1` given a TF checkpoint: `tf1-to-torch`)."""
+    from .rules.mapping import builtin_for
+
+    goal = target if target and target != source else wanted
+    name = builtin_for(source, goal)
+    return f"for {source} -> {goal}, use --mapping {name}." if name else None
+
+
+def _refuse_no_rnn_converted(source: Checkpoint, mappings: Sequence[Mapping], plan: Plan) -> None:
+    """Mappings with cell rules that took none of the source's RNNs did nothing they are for."""
+    from .rules.schema import CellRule
+
+    converts_cells = any(isinstance(r, CellRule) for m in mappings for r in m.spec.rules)
+    rnns = source.rnns
+    if converts_cells and rnns and plan.rnns_converted == 0:
+        names = ", ".join(m.name for m in mappings)
+        raise NothingDoneError(
+            f"{names} converted none of the {len(rnns)} RNN(s) in {source.path} "
+            f"({rnns[0].describe()}{', ...' if len(rnns) > 1 else ''}): no rule of it is for "
+            f"{rnns[0].cell_type or rnns[0].kind} cells. Pass --allow-noop to write it anyway."
+        )
+
+
+def _drop_unplaced(
+    ckpt: Checkpoint, plan: Plan, fmt: registry.FormatSpec, mappings: Sequence[Mapping]
+) -> tuple[Checkpoint, Plan]:
+    """Under a mapping with `unplaced: drop`, leave out what the output format has no place for
+    (the writer says why); otherwise the writer refuses it with the same reason."""
+    if not any(m.spec.unplaced == "drop" for m in mappings):
+        return ckpt, plan
+    find = getattr(fmt.load(), "unplaced", None)
+    problems = find(ckpt) if find else {}
+    if not problems:
+        return ckpt, plan
+    from .pipeline import without
+
+    reasons = {name: f"with no place in a {fmt.name} file: {why}" for name, why in problems.items()}
+    ckpt, step = without(ckpt, reasons)
+    return ckpt, plan.then(step)
 
 
 def _writer_options(fmt: registry.FormatSpec, shard_size: int | None) -> dict[str, Any]:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 
 class CkptmapError(Exception):
-    """Base of every error ckptmap raises on purpose. `hint` is an optional second line."""
+    """Base of every error ckptmap raises on purpose. `hint` is an optional second line;
+    `exit_code` is what the CLI exits with (2: bad input or usage)."""
+
+    exit_code = 2
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(_escape_breaks(message))
@@ -58,3 +61,11 @@ class WriteError(CkptmapError, OSError):
 
 class UsageError(CkptmapError, ValueError):
     """Options that contradict each other or name something that does not exist."""
+
+
+class NothingDoneError(CkptmapError):
+    """A valid request that would do nothing useful: a mapping that converts no RNN of a checkpoint
+    that has some, or is written for another framework. Exit 1: nothing is wrong with the input,
+    but the user did not get what they asked for (`--allow-noop` accepts it)."""
+
+    exit_code = 1

@@ -49,18 +49,76 @@ def apply(
     ckpt: Checkpoint,
     mappings: Sequence[Mapping],
     rename: MappingABC[str, str] | None = None,
+    *,
+    drop: Sequence[str] = (),
+    keep_only: Sequence[str] = (),
 ) -> tuple[Checkpoint, Plan]:
-    """Apply mappings in order, then the final renames; lazy, nothing is read."""
+    """Apply mappings in order, then `--drop`/`--keep-only` and the final renames; lazy, nothing is read."""
     plan = Plan(
         [], {}, [PlannedTensor(e.name, e.shape, e.dtype, (e.name,), "kept") for e in ckpt.entries.values()]
     )
     for m in mappings:
         ckpt, step = m.run(ckpt)
         plan = plan.then(step)
+    if drop or keep_only:
+        ckpt, step = without(ckpt, _selected_out(ckpt, drop, keep_only), "--drop/--keep-only")
+        plan = plan.then(step)
     if rename:
         ckpt, step = rename_all(ckpt, rename)
         plan = plan.then(step)
     return ckpt, plan
+
+
+def _selected_out(ckpt: Checkpoint, drop: Sequence[str], keep_only: Sequence[str]) -> dict[str, str]:
+    """Names `--drop REGEX` matches or no `--keep-only REGEX` matches (searched, as --rename), with
+    why; a pattern that matches no name is an error: surgery that did nothing is not a success."""
+    from .rules import regexes
+
+    def compiled(option: str, patterns: Sequence[str]) -> list[regexes.Regex]:
+        out = []
+        for pattern in patterns:
+            try:
+                out.append(regexes.compile(pattern, search=True))
+            except (regexes.UnsafeRegex, re.error) as e:
+                raise UsageError(f"{option} '{pattern}': {e}.") from None
+        return out
+
+    budget = regexes.Budget()
+    names = list(ckpt.entries)
+
+    def matches(regex: regexes.Regex) -> set[str]:
+        try:
+            return {n for n in names if regex.search(n, budget)}
+        except regexes.NameTooLong as e:
+            raise MappingError(f"'{regex.pattern}': {e}.") from None
+
+    out: dict[str, str] = {}
+    for option, patterns in (("--drop", drop), ("--keep-only", keep_only)):
+        hits = []
+        for regex in compiled(option, patterns):
+            found = matches(regex)
+            if not found:
+                raise UsageError(
+                    f"{option} '{regex.pattern}' matches no tensor name; the names here are "
+                    "those after the mapping (see --dry-run)."
+                )
+            hits.append(found)
+        if option == "--drop":
+            out.update((n, f"--drop '{p}'") for p, found in zip(drop, hits, strict=True) for n in found)
+        elif hits:
+            kept = set().union(*hits)
+            out.update((n, "--keep-only") for n in names if n not in kept and n not in out)
+    return out
+
+
+def without(
+    ckpt: Checkpoint, dropped: MappingABC[str, str], label: str | None = None
+) -> tuple[Checkpoint, Plan]:
+    """`ckpt` less the tensors in `dropped` (name -> why), and the plan step that says so."""
+    entries = [e for e in ckpt.entries.values() if e.name not in dropped]
+    out = _with_entries(ckpt, entries)
+    targets = [PlannedTensor(e.name, e.shape, e.dtype, (e.name,), "kept") for e in entries]
+    return out, Plan([label] if label else [], {}, targets, [(n, why) for n, why in dropped.items()])
 
 
 def rename_all(ckpt: Checkpoint, rename: MappingABC[str, str]) -> tuple[Checkpoint, Plan]:
@@ -77,11 +135,14 @@ def rename_all(ckpt: Checkpoint, rename: MappingABC[str, str]) -> tuple[Checkpoi
     entries: list[TensorEntry] = []
     targets: list[PlannedTensor] = []
     seen: dict[str, str] = {}
+    matched: set[int] = set()  # patterns that matched some name
     for entry in ckpt.entries.values():
         new = entry.name
-        for regex, replacement in compiled:
+        for k, (regex, replacement) in enumerate(compiled):
             try:
-                new = regex.sub(replacement, new, budget)
+                before, new = new, regex.sub(replacement, new, budget)
+                if k not in matched and (new != before or regex.search(before, budget)):
+                    matched.add(k)
             except re.error as e:
                 raise UsageError(f"--rename '{regex.pattern}={replacement}': {e}.") from None
             except regexes.NameTooLong as e:
@@ -102,7 +163,19 @@ def rename_all(ckpt: Checkpoint, rename: MappingABC[str, str]) -> tuple[Checkpoi
                 "--rename" if new != entry.name else None,
             )
         )
-    out = Checkpoint(
+    unmatched = [f"'{r.pattern}={repl}'" for k, (r, repl) in enumerate(compiled) if k not in matched]
+    if unmatched:
+        raise UsageError(
+            f"--rename {', '.join(unmatched)} matches no tensor name; --rename applies to the names "
+            "after the mapping (see --dry-run)."
+        )
+    out = _with_entries(ckpt, entries)
+    return out, Plan(["--rename"], {}, targets)
+
+
+def _with_entries(ckpt: Checkpoint, entries: list[TensorEntry]) -> Checkpoint:
+    """`ckpt`'s files and metadata with other entries, classified as they already are."""
+    return Checkpoint(
         entries,
         format=ckpt.format,
         path=ckpt.path,
@@ -111,7 +184,6 @@ def rename_all(ckpt: Checkpoint, rename: MappingABC[str, str]) -> tuple[Checkpoi
         metadata=ckpt.metadata,
         classify=False,
     )
-    return out, Plan(["--rename"], {}, targets)
 
 
 def as_written(ckpt: Checkpoint, plan: Plan, fmt: registry.FormatSpec) -> Plan:

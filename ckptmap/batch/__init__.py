@@ -23,7 +23,7 @@ from .manifest import load as load_manifest
 from .paths import PLACEHOLDERS
 from .runner import BatchProgress, Progress, run_jobs
 from .state import State, exclusive, state_path
-from .worker import CANCELLED, DONE, FAILED, INTERRUPTED, SKIPPED, JobResult
+from .worker import CANCELLED, DONE, FAILED, INTERRUPTED, SKIPPED, JobResult, VerifyOptions
 
 __all__ = [
     "CANCELLED",
@@ -100,11 +100,14 @@ def run_batch(
     force: bool = False,
     report: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
+    tolerance: float | None = None,
+    strict: bool = False,
 ) -> BatchReport:
     """Run every job of `manifest`; `report` also writes the BatchReport as JSON (atomically).
 
     `jobs` worker processes (default: one per CPU, at most one per job). `verify` verifies every
-    job (a job's own `verify: true` does it for that job). `force` redoes up-to-date jobs.
+    job (a job's own `verify: true` does it for that job), with `tolerance` and `strict` as
+    `verify` takes them. `force` redoes up-to-date jobs.
 
     >>> run_batch("migrate.yaml", jobs=4, report="migrate.json").exit_code   # doctest: +SKIP
     0
@@ -113,7 +116,10 @@ def run_batch(
         raise UsageError(f"--jobs must be at least 1, not {jobs}.")
     loaded = load_manifest(manifest)
     with exclusive(loaded.path):
-        return _run(loaded, jobs=jobs, verify=verify, force=force, report=report, progress=progress)
+        checks = VerifyOptions(tolerance, strict)
+        return _run(
+            loaded, jobs=jobs, verify=verify, force=force, report=report, progress=progress, checks=checks
+        )
 
 
 def _run(
@@ -124,6 +130,7 @@ def _run(
     force: bool,
     report: str | os.PathLike[str] | None,
     progress: Progress | None,
+    checks: VerifyOptions,
 ) -> BatchReport:
     started = time.perf_counter()
     state = State.load(loaded.path, len(loaded.jobs))
@@ -152,6 +159,7 @@ def _run(
                 todo,
                 workers=workers,
                 verify=verify,
+                checks=checks,
                 on_result=finished,
                 progress=progress,
                 done=len(results),

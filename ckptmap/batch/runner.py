@@ -25,7 +25,17 @@ from typing import Any
 
 from .. import parallel
 from .manifest import Job
-from .worker import CANCELLED, FAILED, INTERRUPTED, JobResult, init_worker, one_line, work
+from .worker import (
+    CANCELLED,
+    DEFAULT_CHECKS,
+    FAILED,
+    INTERRUPTED,
+    JobResult,
+    VerifyOptions,
+    init_worker,
+    one_line,
+    work,
+)
 
 STOP_GRACE = 30.0  # seconds running jobs get to clean up after Ctrl-C before their worker is killed
 
@@ -49,6 +59,7 @@ def run_jobs(
     *,
     workers: int,
     verify: bool,
+    checks: VerifyOptions = DEFAULT_CHECKS,
     on_result: Callable[[JobResult], None],
     progress: Progress | None = None,
     done: int = 0,
@@ -57,6 +68,7 @@ def run_jobs(
     """Run `jobs` on `workers` processes; `on_result` sees each result as it arrives, in the caller's
     process. Ctrl-C stops the workers' jobs, reports each as interrupted or cancelled, and re-raises."""
     runner = _Runner(verify, on_result, progress, done, len(jobs) + done if total is None else total)
+    runner.checks = checks
     pending = list(jobs)
     while pending:
         # A pool breaks when one of its workers dies (killed, out of memory, a crash in native
@@ -89,6 +101,7 @@ class _Runner:
         total: int,
     ) -> None:
         self.verify, self.on_result, self.progress = verify, on_result, progress
+        self.checks = DEFAULT_CHECKS
         self.done, self.total = done, total
         self.bytes: dict[str, int] = {}  # job id -> bytes so far
         self.pids: dict[str, int] = {}  # job id -> the worker running it
@@ -112,7 +125,7 @@ class _Runner:
         # Workers start with Ctrl-C ignored (inherited through exec) until init_worker installs their
         # handler: a SIGINT during a worker's start-up imports would otherwise print its traceback.
         with _sigint_ignored():
-            futures = {pool.submit(work, job, self.verify or job.verify): job for job in jobs}
+            futures = {pool.submit(work, job, self.verify or job.verify, self.checks): job for job in jobs}
         not_started: list[Job] = []
         suspects: list[Job] = []
         try:

@@ -68,7 +68,18 @@ def _on_sigint(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
 
-def work(job: Job, verify: bool) -> JobResult:
+@dataclass(frozen=True)
+class VerifyOptions:
+    """How `--verify` judges a job: `tolerance` (None: verify's default per dtype) and `strict`."""
+
+    tolerance: float | None = None
+    strict: bool = False
+
+
+DEFAULT_CHECKS = VerifyOptions()
+
+
+def work(job: Job, verify: bool, checks: VerifyOptions = DEFAULT_CHECKS) -> JobResult:
     """Convert (and verify) one job; never raises, so the pool only ever sees results."""
     global _running, _interrupted
     _running, _interrupted = True, False
@@ -96,7 +107,15 @@ def work(job: Job, verify: bool) -> JobResult:
         result.approximations = [f"{a.scope}: {a.reason}" for a in report.plan.approximations]
         result.status = DONE
         if verify:
-            checked = api.verify(job.source, job.destination, list(job.mapping), job.params, job.rename)
+            checked = api.verify(
+                job.source,
+                job.destination,
+                list(job.mapping),
+                job.params,
+                job.rename,
+                tolerance=checks.tolerance,
+                strict=checks.strict,
+            )
             result.verify = verdicts(checked)
             if not checked.ok:
                 result.status = FAILED

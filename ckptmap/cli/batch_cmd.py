@@ -29,6 +29,12 @@ def batch(
     force: Annotated[
         bool, typer.Option("--force", help="Redo jobs whose outputs are already up to date.")
     ] = False,
+    tolerance: Annotated[
+        float | None, typer.Option("--tolerance", help="Verifying: largest difference taken as equal.")
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Verifying: approximate conversions fail too.")
+    ] = False,
 ) -> None:
     """Convert many checkpoints from one manifest, in parallel; a rerun resumes.
 
@@ -60,7 +66,14 @@ def batch(
     line = _ProgressLine()
     try:
         result = run_batch(
-            manifest, jobs=jobs, verify=verify, force=force, report=report, progress=line.update
+            manifest,
+            jobs=jobs,
+            verify=verify,
+            force=force,
+            report=report,
+            progress=line.update,
+            tolerance=tolerance,
+            strict=strict,
         )
     except BatchInterrupted as stopped:
         line.close()

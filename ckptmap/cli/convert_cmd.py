@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from .. import api
-from ..errors import CkptmapError
+from ..errors import CkptmapError, UsageError
 from . import render, verify_cmd
 from .options import pairs, size
 from .progress import ProgressBar
@@ -38,8 +38,37 @@ def convert(
         str | None,
         typer.Option("--shard-size", help="TF output: data shards of at most this size (e.g. 2GB)."),
     ] = None,
+    drop: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--drop", help="Leave out tensors whose name (after the mapping) matches REGEX; repeatable."
+        ),
+    ] = None,
+    keep_only: Annotated[
+        list[str] | None,
+        typer.Option("--keep-only", help="Write only tensors whose name (after the mapping) matches REGEX."),
+    ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Replace DST if it exists (atomically, when the new one is complete)."
+        ),
+    ] = False,
+    allow_noop: Annotated[
+        bool,
+        typer.Option(
+            "--allow-noop",
+            help="Write even when the mapping converts no RNN or is for another framework (else exit 1).",
+        ),
+    ] = False,
     verify: Annotated[
         bool, typer.Option("--verify", help="Then prove it: restore both sides and compare.")
+    ] = False,
+    tolerance: Annotated[
+        float | None, typer.Option("--tolerance", help="With --verify: largest difference taken as equal.")
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="With --verify: approximate conversions fail too.")
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
@@ -50,9 +79,13 @@ def convert(
       ckptmap convert sample_checkpoints/tf1_lstm2 lstm.pt --mapping tf1-to-torch
 
       ckptmap convert model.ckpt out/model.ckpt --rename '^model_1/=model_3/'
+
+      ckptmap convert model.ckpt model.pt -m tf1-to-torch --drop '^Variable' --overwrite
     """
     params = pairs(set_ or [], "--set", first=True)
     renames = pairs(rename or [], "--rename", first=False)
+    if (tolerance is not None or strict) and not verify:
+        raise UsageError("--tolerance and --strict go with --verify.")
     bar = ProgressBar("Writing") if not (dry_run or json_output) else None
     try:
         report = api.convert(
@@ -65,23 +98,32 @@ def convert(
             dry_run=dry_run,
             progress=bar.update if bar else None,
             shard_size=size(shard_size, "--shard-size"),
+            drop=drop or (),
+            keep_only=keep_only or (),
+            overwrite=overwrite,
+            allow_noop=allow_noop,
         )
     finally:
         if bar:
             bar.close()
+    if not mapping:
+        _hint_mapping(report)
+    if not json_output:
+        _print(report, src, dst, dry_run)  # what was written, before anything verification says
+        sys.stdout.flush()
     checked = None
     if verify and not dry_run:
         from ..verification.run import verify as run_verify  # imports a framework: only now
 
-        checked = run_verify(src, dst, mapping or [], params, renames)  # exactly what was converted
-    if not mapping:
-        _hint_mapping(report)
+        try:  # exactly what was converted
+            checked = run_verify(src, dst, mapping or [], params, renames, tolerance=tolerance, strict=strict)
+        except CkptmapError as e:
+            e.args = (f"{dst} was written, but could not be verified: {e}",)
+            raise
     if json_output:
         print(json.dumps({**report.to_dict(), "verify": checked.to_dict() if checked else None}, indent=2))
-    else:
-        _print(report, src, dst, dry_run)
-        if checked:
-            print("\n".join(verify_cmd.render_verify(checked)))
+    elif checked:
+        print("\n".join(verify_cmd.render_verify(checked)))
     if checked and not checked.ok:
         print(f"Error: {dst} was written but did NOT verify against {src}.", file=sys.stderr)
         raise typer.Exit(1)
@@ -100,6 +142,28 @@ def _hint_mapping(report: api.ConversionReport) -> None:
     if name:
         hint = f"no --mapping was given, so names are unchanged; for {dst_fw} names use --mapping {name}."
         print(f"Hint: {hint}", file=sys.stderr)
+
+
+# Reasons common enough that naming the tensors would only be noise.
+_ROUTINE = ("optimizer slot", "training bookkeeping")
+
+
+def _dropped_summary(dropped: list[tuple[str, str]]) -> str:
+    """`2 training bookkeeping, 14 optimizer slot, 3 with no place in a keras3 file (Variable, ...)`:
+    a count per reason (its text up to the first colon), naming the tensors of unusual reasons."""
+    names: dict[str, list[str]] = {}
+    for name, why in dropped:
+        reason = why.split(": ")[0].split(" of '")[0]
+        names.setdefault(reason, []).append(name)
+    parts = []
+    for reason, members in names.items():
+        if reason in _ROUTINE:
+            parts.append(f"{len(members)} {reason}")
+        else:
+            shown = ", ".join(members[:3]) + (f" and {len(members) - 3} more" if len(members) > 3 else "")
+            by = "by " if reason.startswith(("rule", "--")) else ""
+            parts.append(f"{len(members)} {by}{reason} ({shown})")
+    return ", ".join(parts)
 
 
 def _print(report: api.ConversionReport, src: str, dst: str, dry_run: bool) -> None:
@@ -128,10 +192,7 @@ def _print(report: api.ConversionReport, src: str, dst: str, dry_run: bool) -> N
     )
     print(f"  {written}: {counts['converted']} converted, {counts['renamed']} renamed, {counts['kept']} kept")
     if plan.dropped:
-        reasons = Counter(
-            why.split(":")[0] if why.startswith("rule") else why.split(" of ")[0] for _, why in plan.dropped
-        )
-        print(f"  dropped {len(plan.dropped)}: " + ", ".join(f"{n} {r}" for r, n in reasons.items()))
+        print(f"  dropped {len(plan.dropped)}: {_dropped_summary(plan.dropped)}")
     kept = [t.name for t in plan.targets if t.how == "kept" and t.sources == (t.name,)]
     if kept and plan.mappings:
         print(

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"Error: {e}", file=sys.stderr)  # one line already (CkptmapError sees to it)
         if e.hint:
             print(f"Hint: {e.hint}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(e.exit_code)
     except KeyboardInterrupt:
         print(_interrupted(commits_before), file=sys.stderr)
         sys.exit(130)

@@ -282,6 +282,14 @@ def files(path: Path, ckpt: Checkpoint | None = None) -> list[Path]:
     return [Path(path)]
 
 
+def unplaced(ckpt: Checkpoint) -> dict[str, str]:
+    """Tensors a Keras file has no place for, with why (a bare `Variable`, a matrix outside any
+    known layer): Keras keeps weights per layer, in both file formats (see keras3_writer)."""
+    from . import keras3_writer
+
+    return keras3_writer.unplaced(ckpt)
+
+
 def write(ckpt: Checkpoint, path: Path, *, progress: Callable[[int], None] | None = None) -> list[Path]:
     """Write `ckpt` as a `.weights.h5` that Keras 3 `model.load_weights` accepts (see keras3_writer)."""
     from . import keras3_writer

@@ -86,22 +86,25 @@ def write(ckpt: Checkpoint, path: Path, *, progress: Callable[[int], None] | Non
     return [path]
 
 
-def _tree(ckpt: Checkpoint, path: Path) -> _Node:
+def unplaced(ckpt: Checkpoint) -> dict[str, str]:
+    """The tensors a Keras 3 weights file has no place for, each with the reason: what a mapping
+    with `unplaced: drop` leaves out (`write` refuses them with the same reason)."""
+    problems: dict[str, str] = {}
+    root = _tree(ckpt, Path("."), problems)
+    _place(root, "", None, {}, {}, Path("."), problems)
+    return problems
+
+
+def _tree(ckpt: Checkpoint, path: Path, problems: dict[str, str] | None = None) -> _Node:
     root = _Node("")
     for entry in ckpt.entries.values():
-        if entry.dtype == "string":
-            raise UnsupportedError(f"{path}: tensor '{entry.name}' holds strings; Keras weights are numbers.")
-        objects, role = split(entry.name)
-        if objects[:1] == ["optimizer"] and role.startswith("vars/"):
-            node = root.attrs.setdefault("optimizer", _Node("optimizer"))  # Keras 3 optimizer state
-            objects = objects[1:]
-        elif entry.kind != kinds.WEIGHT:
-            raise UnsupportedError(
-                f"{path}: tensor '{entry.name}' is optimizer state ({entry.kind}); a Keras 3 "
-                "weights file holds only optimizer/vars/<i>. Drop it before writing."
-            )
-        else:
-            node = root
+        try:
+            node, objects, role = _home(root, entry, path)
+        except UnsupportedError as e:
+            if problems is None:
+                raise
+            problems[entry.name] = str(e).removeprefix(f"{path}: ")
+            continue
         hints = iter(_key_hints(entry.key, objects))
         for part in objects:
             if part in ATTRIBUTES:
@@ -111,6 +114,21 @@ def _tree(ckpt: Checkpoint, path: Path) -> _Node:
                 node.hint = node.hint or next(hints, None)
         node.vars[role] = entry
     return root
+
+
+def _home(root: _Node, entry: TensorEntry, path: Path) -> tuple[_Node, list[str], str]:
+    """Where `entry` hangs in the object tree: the node to start from, the objects below it, its role."""
+    if entry.dtype == "string":
+        raise UnsupportedError(f"{path}: tensor '{entry.name}' holds strings; Keras weights are numbers.")
+    objects, role = split(entry.name)
+    if objects[:1] == ["optimizer"] and role.startswith("vars/"):
+        return root.attrs.setdefault("optimizer", _Node("optimizer")), objects[1:], role  # optimizer state
+    if entry.kind != kinds.WEIGHT:
+        raise UnsupportedError(
+            f"{path}: tensor '{entry.name}' is optimizer state ({entry.kind}); a Keras 3 "
+            "weights file holds only optimizer/vars/<i>. Drop it before writing."
+        )
+    return root, objects, role
 
 
 def _key_hints(key: str, objects: list[str]) -> list[str]:
@@ -130,17 +148,26 @@ def _place(
     groups: dict[str, str | None],
     targets: dict[str, str],
     path: Path,
+    problems: dict[str, str] | None = None,
 ) -> None:
-    """Record the groups of `node` (at `where`) and its tensors' dataset paths, recursively."""
+    """Record the groups of `node` (at `where`) and its tensors' dataset paths, recursively.
+    With `problems`, tensors that have no place are recorded there with the reason, not raised."""
     prefix = f"{where}/" if where else ""
     groups[f"{prefix}vars"] = _group_name(node, attr)
-    for role, index in _indices(node, attr, path).items():
+    try:
+        indices = _indices(node, attr, path)
+    except UnsupportedError as e:
+        if problems is None:
+            raise
+        problems.update((entry.name, str(e).removeprefix(f"{path}: ")) for entry in node.vars.values())
+        indices = {}
+    for role, index in indices.items():
         targets[node.vars[role].name] = f"{prefix}vars/{index}"
     unique = UniqueKeys()
     for child in node.layers.values():
-        _place(child, f"{prefix}layers/{unique(_class_key(child))}", None, groups, targets, path)
+        _place(child, f"{prefix}layers/{unique(_class_key(child))}", None, groups, targets, path, problems)
     for name, child in node.attrs.items():
-        _place(child, f"{prefix}{name}", name, groups, targets, path)
+        _place(child, f"{prefix}{name}", name, groups, targets, path, problems)
 
 
 def _indices(node: _Node, attr: str | None, path: Path) -> dict[str, str]:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .. import kinds
+from ..cells import shapes
 from ..cells.model import RNN, CellRef
 from ..cells.recognize import family, find_in_entries
 from ..errors import MappingError
@@ -97,6 +98,8 @@ class _Run:
         self.targets: list[_Target] = []
         self.dropped: list[tuple[str, str]] = []
         self.approximations: list[Approximation] = []
+        self.rnns_taken = 0  # RNNs a cell rule converted or dropped: none, and a mapping did nothing
+        self.whole_model: bool | None = None  # weights besides the RNNs' (an embedding, a head)?
         self.reads = _ReadOnce()
         self.budget = Budget()  # one deadline for all the regex matching of this run
 
@@ -137,7 +140,11 @@ class _Run:
     def _cells(self, rule: CellRule) -> None:
         assert rule.cell is not None
         weights = {n: e.renamed(n) for n, e in self.live.items() if e.kind == kinds.WEIGHT}
-        for rnn in find_in_entries(weights):
+        found = find_in_entries(weights)
+        if self.whole_model is None:  # decided on the checkpoint as the first cell rule sees it
+            in_rnns = {n for rnn in found for n in rnn.tensor_names}
+            self.whole_model = any(n not in in_rnns for n in weights)
+        for rnn in found:
             if (rnn.framework, rnn.kind) != (rule.cell.framework, rule.cell.cell) or not _when(rule, rnn):
                 continue
             where = f"{rule.where()} on {rnn.describe()}"
@@ -147,6 +154,7 @@ class _Run:
                 self.approximations.append(
                     Approximation(rule.where(), rnn.scope or "(root)", rule.approximate)
                 )
+            self.rnns_taken += 1
             for cell in rnn.cells:
                 self._cell(rule, rnn, cell, where)
 
@@ -166,7 +174,7 @@ class _Run:
                 f"{where}: the rule does not use the cell's {', '.join(unused)}; "
                 "ckptmap will not drop weights silently."
             )
-        target_rnn = _target_rnn(rnn, rule)
+        target_rnn = _target_rnn(rnn, rule, whole_model=bool(self.whole_model))
         env: dict[str, Any] = {
             **self.params,
             "input": cell.input_size,
@@ -185,6 +193,7 @@ class _Run:
                 node = expr.evaluate(env, default_dtype=rnn.dtype)
             except ExprError as e:
                 raise MappingError(f"{where}, {role} of layer {cell.layer} {cell.direction}: {e}.") from None
+            _check_shape(rule, rnn, cell, role, node, where)
             self.targets.append(_Target(name, node, expr.text, rule, anchor))
 
     def _matches(self, rule: MatchRule) -> None:
@@ -196,7 +205,7 @@ class _Run:
                 m = next((m for p in rule.patterns if (m := p.fullmatch(name, self.budget))), None)
             except NameTooLong as e:
                 raise MappingError(f"{rule.where()} on '{_short(name)}': {e}.") from None
-            if m is None:
+            if m is None or not _match_when(rule, entry):
                 continue
             groups = {"0": name, **m.groupdict()}
             where = f"{rule.where()} on '{name}'"
@@ -333,8 +342,30 @@ class _Run:
             ],
             self.dropped,
             self.approximations,
+            rnns_converted=self.rnns_taken,
         )
         return out, plan
+
+
+def _check_shape(rule: CellRule, rnn: RNN, cell: CellRef, role: str, node: Node, where: str) -> None:
+    """A target cell's tensor must have the shape its framework gives that role (see cells.shapes):
+    a slip in an expression (a missing `| T`) is caught here, before anything is written."""
+    assert rule.target is not None
+    want = shapes.allowed(
+        rule.target.framework,
+        rule.target.cell,
+        role,
+        inputs=cell.input_size,
+        units=rnn.units,
+        proj=rnn.proj if rule.target.cell == "lstm" else None,
+    )
+    if want is not None and tuple(node.shape) not in want:
+        shown = " or ".join(str(list(w)) for w in want)
+        raise MappingError(
+            f"{where}: {role} of layer {cell.layer} {cell.direction} comes out {list(node.shape)}, but a "
+            f"{rule.target.key} cell with input {cell.input_size} and {rnn.units} units holds it as {shown}; "
+            "check the rule's expression (a missing or extra '| T'?)."
+        )
 
 
 def _check_growth(targets: list[_Target]) -> None:
@@ -378,6 +409,11 @@ def _origin(t: _Target) -> str:
     return f"{t.rule.where() if t.rule else 'the unchanged tensor'} ({sources})"
 
 
+def _match_when(rule: MatchRule, entry: TensorEntry) -> bool:
+    facts = {"ndim": len(entry.shape)}
+    return all(facts[k] == v for k, v in rule.when.items())
+
+
 def _when(rule: CellRule, rnn: RNN) -> bool:
     facts = {
         "peepholes": rnn.peepholes,
@@ -392,12 +428,30 @@ def _when(rule: CellRule, rnn: RNN) -> bool:
     return all(facts[k] == v for k, v in rule.when.items())
 
 
-def _target_rnn(rnn: RNN, rule: CellRule) -> RNN:
+# In a whole model (an embedding and a head beside the RNN), the module PyTorch code holds the RNN
+# in, named as the scope tf.compat.v1.nn.dynamic_rnn opens (rnn.py: `vs.variable_scope(scope or
+# "rnn")`): TF1 `rnn/multi_rnn_cell/...` at the root is `rnn.weight_ih_l0`, and back. A checkpoint
+# of only an RNN keeps it at the root, as a bare nn.LSTM's state dict has it.
+_WHOLE_MODEL_RNN_MODULE = "rnn"
+
+
+def _target_rnn(rnn: RNN, rule: CellRule, *, whole_model: bool = False) -> RNN:
     """The RNN as the target framework will hold it: same sizes and structure; names of the source
     framework (cell classes, TF1 cell scopes, Keras layer names) only when the framework stays."""
     assert rule.target is not None
     if rule.target.framework == rnn.framework:
         return replace(rnn, kind=rule.target.cell)
+    scope = rnn.scope
+    if whole_model and (rnn.framework, rule.target.framework) == ("tf1", "torch") and not scope:
+        scope = _WHOLE_MODEL_RNN_MODULE
+    elif whole_model and (rnn.framework, rule.target.framework) == ("torch", "tf1"):
+        scope = "" if scope == _WHOLE_MODEL_RNN_MODULE else scope
     return replace(
-        rnn, framework=rule.target.framework, kind=rule.target.cell, cell_type="", cell_name=None, cells=()
+        rnn,
+        framework=rule.target.framework,
+        kind=rule.target.cell,
+        scope=scope,
+        cell_type="",
+        cell_name=None,
+        cells=(),
     )

@@ -31,6 +31,7 @@ class Plan:
     dropped: list[tuple[str, str]] = field(default_factory=list)  # (source name, why)
     approximations: list[Approximation] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    rnns_converted: int = 0  # RNNs that cell rules converted (or dropped on purpose)
 
     @property
     def passed_through(self) -> list[str]:
@@ -71,6 +72,7 @@ class Plan:
             self.dropped + later.dropped,
             self.approximations + later.approximations,
             self.notes + later.notes,
+            self.rnns_converted + later.rnns_converted,
         )
 
     def to_dict(self) -> dict[str, Any]:

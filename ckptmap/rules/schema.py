@@ -35,8 +35,13 @@ POLICIES = {
     "unmatched": ("keep", "drop", "error"),
     "slots": ("follow", "drop"),
     "bookkeeping": ("keep", "drop"),
+    # A tensor the output format has no place for (a bare `Variable` in a Keras file, which keeps
+    # weights per layer): stop with the writer's reason, or drop it and say so in the report.
+    "unplaced": ("error", "drop"),
 }
 TOP_KEYS = {"name", "description", "from", "to", "params", "include", "rules", *POLICIES}
+# Conditions of a match rule on the tensor it matched.
+MATCH_WHEN_KEYS = {"ndim": int}
 WHEN_KEYS = {
     "reset_after": bool,
     "peepholes": bool,
@@ -91,6 +96,7 @@ class CellRule(Rule):
 @dataclass(frozen=True)
 class MatchRule(Rule):
     patterns: tuple[Regex, ...] = ()
+    when: Mapping[str, Any] = field(default_factory=dict)
     rename_to: Template | None = None
     make: Mapping[Template, Expr] = field(default_factory=dict)
     inputs: Mapping[str, Template] = field(default_factory=dict)
@@ -108,6 +114,7 @@ class MappingSpec:
     slots: str
     bookkeeping: str
     rules: tuple[Rule, ...]
+    unplaced: str = "error"
     # The file itself and every file it includes, in order: what decides the mapping (batch's hash).
     files: tuple[Path, ...] = ()
 
@@ -134,12 +141,15 @@ def parse(text: str, label: str, *, path: Path | None = None, resolve: Resolver 
     included = _includes(doc, label, path, resolve)
     params = {name: p for spec in included for name, p in spec.params.items()}
     params.update(_params(doc.get("params") or {}, label))
-    raw_rules = doc.get("rules")
-    if not isinstance(raw_rules, list) or not raw_rules:
-        raise RuleError(f"{label}:{doc.key_lines.get('rules', 1)}: 'rules' must be a non-empty list.")
+    raw_rules = doc.get("rules") or []  # none: a mapping of policies, or of what it includes
+    if not isinstance(raw_rules, list):
+        raise RuleError(f"{label}:{doc.key_lines.get('rules', 1)}: 'rules' must be a list.")
     policies = {}
     for key, allowed in POLICIES.items():
-        value = doc.get(key, allowed[0])
+        # Unset, a policy is the last included mapping's, else the default: `include: [tf1-to-torch]`
+        # in a user's file drops optimizer slots as tf1-to-torch does.
+        inherited = next((getattr(spec, key) for spec in reversed(included)), allowed[0])
+        value = doc.get(key, inherited)
         if value not in allowed:
             raise RuleError(
                 f"{label}:{doc.key_lines[key]}: {key} must be one of {', '.join(allowed)}, not '{value}'."
@@ -346,14 +356,7 @@ def _required_literal(text: str) -> str | None:
 def _cell_rule(raw: dict, common: dict, params: Mapping[str, Param]) -> CellRule:
     _only(raw, "a cell rule", {"inputs"})  # `match` with `cell` is refused earlier
     source = layouts.layout(str(raw["cell"]))
-    when = raw.get("when") or {}
-    if not isinstance(when, dict):
-        raise RuleError("'when' maps conditions to values")
-    for key, value in when.items():
-        if key not in WHEN_KEYS:
-            raise RuleError(f"'when' takes {', '.join(WHEN_KEYS)}, not '{key}'")
-        if not isinstance(value, WHEN_KEYS[key]):
-            raise RuleError(f"'when: {key}' must be a {WHEN_KEYS[key].__name__}")
+    when = _when(raw, WHEN_KEYS)
     _one_action(raw, common, "make")
     target, make = None, {}
     if "make" in raw:
@@ -373,11 +376,25 @@ def _cell_rule(raw: dict, common: dict, params: Mapping[str, Param]) -> CellRule
                     f"cell (it has {', '.join(allowed_roles)})"
                 )
             make[role] = _expr(text, known, raw["make"].key_lines[role])
-    return CellRule(**common, cell=source, when=dict(when), target=target, make=make)
+    return CellRule(**common, cell=source, when=when, target=target, make=make)
+
+
+def _when(raw: dict, allowed: Mapping[str, type]) -> dict[str, Any]:
+    when = raw.get("when") or {}
+    if not isinstance(when, dict):
+        raise RuleError("'when' maps conditions to values")
+    for key, value in when.items():
+        if key not in allowed:
+            raise RuleError(f"'when' takes {', '.join(allowed)}, not '{key}'")
+        # bool is an int to isinstance: `ndim: true` is a mistake, not 1.
+        if not isinstance(value, allowed[key]) or (allowed[key] is int and isinstance(value, bool)):
+            raise RuleError(f"'when: {key}' must be a {allowed[key].__name__}")
+    return dict(when)
 
 
 def _match_rule(raw: dict, common: dict, params: Mapping[str, Param]) -> MatchRule:
-    _only(raw, "a match rule", {"when", "make"})
+    _only(raw, "a match rule", {"make"})
+    when = _when(raw, MATCH_WHEN_KEYS)
     patterns = raw["match"] if isinstance(raw["match"], list) else [raw["match"]]
     if not patterns or not all(isinstance(p, str) for p in patterns):
         raise RuleError("'match' is a regex or a list of regexes")
@@ -401,7 +418,7 @@ def _match_rule(raw: dict, common: dict, params: Mapping[str, Param]) -> MatchRu
             make[_template(target, groups)] = _expr(text, known, to.key_lines[target])
     elif to is not None:
         raise RuleError("'to' is a target name template, or a mapping of target templates to expressions")
-    return MatchRule(**common, patterns=compiled, rename_to=rename_to, make=make, inputs=inputs)
+    return MatchRule(**common, patterns=compiled, when=when, rename_to=rename_to, make=make, inputs=inputs)
 
 
 def _only(raw: dict, what: str, foreign: set[str]) -> None:

@@ -1,8 +1,10 @@
-"""Target-name templates: `{group}`, `{group|default}`, `{group?text}`.
+"""Target-name templates: `{group}`, `{group|default}`, `{group?text}`, `{group:flat}`.
 
 A rule's regex captures parts of a source name; its target names reuse them. Optional groups
 need a fallback: `{layer|0}` gives the captured layer or 0, `{rev?_reverse}` gives `_reverse`
-only when `rev` took part in the match. `{0}` is the whole matched name; `{{` and `}}` are braces.
+only when `rev` took part in the match. `{scope:flat}` is the group with its `/` turned into `_`
+(empty when the group did not take part): a scope path as one Keras layer name, since in a Keras
+name `/` would nest models. `{0}` is the whole matched name; `{{` and `}}` are braces.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from dataclasses import dataclass
 # longest name the rules take at all.
 from .regexes import MAX_NAME_CHARS
 
-_FIELD = re.compile(r"\{\{|\}\}|\{(?P<name>\w+)(?:(?P<kind>[|?])(?P<arg>[^{}]*))?\}")
+_FIELD = re.compile(r"\{\{|\}\}|\{(?P<name>\w+)(?:(?P<kind>[|?:])(?P<arg>[^{}]*))?\}")
+_TRANSFORMS = {"flat": lambda text: text.replace("/", "_")}
 
 
 class TemplateError(Exception):
@@ -37,6 +40,12 @@ class Template:
             raise TemplateError(
                 f"template '{self.text}' uses {', '.join(unknown)}, not a group of the match (groups: {have})"
             )
+        for m in _FIELD.finditer(self.text):
+            if m["kind"] == ":" and m["arg"] not in _TRANSFORMS:
+                raise TemplateError(
+                    f"template '{self.text}': unknown transform '{m['arg']}' "
+                    f"(known: {', '.join(_TRANSFORMS)})"
+                )
         rest = _FIELD.sub("", self.text)
         if "{" in rest or "}" in rest:
             raise TemplateError(
@@ -51,6 +60,8 @@ class Template:
             value = groups.get(m["name"])
             if m["kind"] == "?":
                 return m["arg"] if value is not None else ""
+            if m["kind"] == ":":
+                return _TRANSFORMS[m["arg"]](value or "")
             if value is None:
                 if m["kind"] == "|":
                     return m["arg"]

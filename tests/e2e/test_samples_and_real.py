@@ -86,9 +86,12 @@ def test_old_name_sample_converts_to_torch_in_one_step(tmp_path):
         "decoder/bias_ih_l0",
         "decoder/bias_hh_l0",
         "dense/bias",
-        "dense/kernel",
+        "dense/weight",  # tf.layers.dense's kernel [in, out] as nn.Linear's weight [out, in]
         *[f"encoder/{r}_l{k}" for k in range(2) for r in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")],
     ]
+
+    old, new = ckptmap.load(SAMPLES / "tf10_oldnames"), ckptmap.load(tmp_path / "m.pt")
+    np.testing.assert_array_equal(new["dense/weight"], old["dense/kernel"].T)
 
 
 def test_bidirectional_gru_sample_first_steps(tmp_path):
@@ -176,7 +179,9 @@ def test_real_tf_lstm_to_torch_matches_tf_restoring_the_original(tmp_path):
     prefix = str(ckptmap.load(src).path)
     y_tf = run_tf1_restored(Path(prefix), "lstm", 8, 20, xs, layers=2)
     cli("convert", src, tmp_path / "m.pt", "-m", "tf1-to-torch")
-    module = torch_module(tmp_path / "m.pt", "lstm", 8, 20, layers=2)
+    # A whole model (its softmax matrices `Variable`, `Variable_1` beside the RNN): the RNN that
+    # dynamic_rnn made at the root is the module `rnn`.
+    module = torch_module(tmp_path / "m.pt", "lstm", 8, 20, prefix="rnn.", layers=2)
     np.testing.assert_allclose(run_torch(module, xs), y_tf, atol=TOL, rtol=0)
 
 
@@ -188,7 +193,7 @@ def test_real_tf11_gru_stack_restores_after_renaming(tmp_path):
     cli("convert", src, tmp_path / "tf" / "model.ckpt", "-m", "tf1-legacy-names")
     y_tf = run_tf1_restored(tmp_path / "tf" / "model.ckpt", "gru", 39, 120, xs, layers=3)
     cli("convert", src, tmp_path / "m.pt", "-m", "tf1-to-torch")
-    y = run_torch(torch_module(tmp_path / "m.pt", "gru", 39, 120, layers=3), xs)
+    y = run_torch(torch_module(tmp_path / "m.pt", "gru", 39, 120, prefix="rnn.", layers=3), xs)
     np.testing.assert_allclose(y[:, 0], y_tf[:, 0], atol=TOL, rtol=0)  # GRU: exact on the first step
 
 
@@ -199,9 +204,8 @@ def test_real_torch_bilstm_to_tf1_matches_torch(tmp_path):
     xs = np.random.default_rng(3).standard_normal((2, 5, 57)).astype(np.float32)
     y = run_torch(torch_module(src, "lstm", 57, 128, prefix="rnn.", layers=2, bidirectional=True), xs)
     cli("convert", src, tmp_path / "tf" / "model.ckpt", "-m", "torch-to-tf1")
-    y_tf = run_tf1_restored(
-        tmp_path / "tf" / "model.ckpt", "lstm", 57, 128, xs, layers=2, bidirectional=True, scope="rnn"
-    )
+    # The module `rnn` of a whole model (an `fc` head beside it) is what TF1 code builds at the root.
+    y_tf = run_tf1_restored(tmp_path / "tf" / "model.ckpt", "lstm", 57, 128, xs, layers=2, bidirectional=True)
     np.testing.assert_allclose(y_tf, y, atol=TOL, rtol=0)
 
 

@@ -45,7 +45,7 @@ def test_tf1_lstm_to_torch_names_shapes_and_values():
         "enc/weight_hh_l0",
         "enc/bias_ih_l0",
         "enc/bias_hh_l0",
-        "embedding",
+        "embedding/weight",  # a TF1 embedding table is nn.Embedding's weight
     ]
     kernel, bias = ckpt["enc/rnn/lstm_cell/kernel"], ckpt["enc/rnn/lstm_cell/bias"]
     i, j, f, o = np.split(kernel, 4, axis=1)
@@ -54,7 +54,7 @@ def test_tf1_lstm_to_torch_names_shapes_and_values():
     bi, bj, bf, bo = np.split(bias, 4)
     np.testing.assert_array_equal(out["enc/bias_ih_l0"], np.concatenate([bi, bf + 0.5, bj, bo]))
     assert not out["enc/bias_hh_l0"].any()
-    assert plan.passed_through == ["embedding"]
+    assert plan.renamed == [("embedding", "embedding/weight")]
     assert dict(plan.dropped) == {
         "global_step": "training bookkeeping",
         "enc/rnn/lstm_cell/kernel/Adam": "optimizer slot",
