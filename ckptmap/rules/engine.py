@@ -300,7 +300,9 @@ class _Run:
                 )
             seen[t.name] = t
         _check_growth(self.targets)
-        ordered = sorted(self.targets, key=lambda t: t.anchor)  # stable: keeps rule order within a cell
+        # Stable: keeps rule order within a cell. A rule's `position` puts its targets first or last.
+        rank = {"first": 0, None: 1, "last": 2}
+        ordered = sorted(self.targets, key=lambda t: (rank[t.rule.position if t.rule else None], t.anchor))
         for t in ordered:
             self.reads.claim(t.node)
         # A kept or renamed tensor keeps the key it has in the file, so restores can still find it.

@@ -72,6 +72,10 @@ class Rule:
     drop: str | None
     refuse: str | None
     approximate: str | None
+    # Where the rule's targets go among the others: "first", "last", or None, where their sources
+    # were. For sources whose order means nothing (a TF checkpoint's names are sorted) and targets
+    # whose order does (a Keras 2 file loads layer by layer, in order): embeddings first, heads last.
+    position: str | None = None
 
     def where(self) -> str:
         label = f" '{self.name}'" if self.name else ""
@@ -219,7 +223,9 @@ _RULE_KEYS = {
     "drop",
     "refuse",
     "approximate",
+    "position",
 }
+POSITIONS = ("first", "last")
 
 
 def _rule(index: int, raw: Any, label: str, params: Mapping[str, Param]) -> Rule:
@@ -238,6 +244,7 @@ def _rule(index: int, raw: Any, label: str, params: Mapping[str, Param]) -> Rule
         drop=_text(raw, "drop"),
         refuse=_text(raw, "refuse"),
         approximate=_text(raw, "approximate"),
+        position=_position(raw),
     )
     try:
         if kinds[0] == "rename":
@@ -247,6 +254,13 @@ def _rule(index: int, raw: Any, label: str, params: Mapping[str, Param]) -> Rule
         return _match_rule(raw, common, params)
     except (ExprError, TemplateError, RuleError) as e:
         raise RuleError(f"{where}: {e}") from None
+
+
+def _position(raw: dict) -> str | None:
+    value = raw.get("position")
+    if value is not None and value not in POSITIONS:
+        raise RuleError(f"rule line {raw.line}: 'position' is first or last, not {value!r}")
+    return value
 
 
 def _rename_rule(raw: dict, common: dict) -> RenameRule:

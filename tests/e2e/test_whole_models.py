@@ -103,6 +103,24 @@ def test_tf1_model_with_adam_converts_to_keras3_in_one_command(tmp_path, capsys)
     np.testing.assert_allclose(model.predict(_ids(), verbose=0), expected, atol=1e-5)
 
 
+def test_tf1_model_converts_to_a_keras2_file_tf_keras_loads_by_layer_order(tmp_path):
+    expected = save_tf1_language_model(tmp_path / "tf" / "model.ckpt")
+    ok("convert", str(tmp_path / "tf"), str(tmp_path / "m.h5"), "-m", "tf1-to-keras")
+    import tf_keras
+
+    layers = tf_keras.layers
+    model = tf_keras.Sequential(
+        [
+            layers.InputLayer((None,), dtype="int32"),
+            layers.Embedding(VOCAB, DIM),
+            *(layers.LSTM(UNITS, return_sequences=True) for _ in range(LAYERS)),
+            layers.Dense(VOCAB),
+        ]
+    )
+    model.load_weights(str(tmp_path / "m.h5"))  # by order: the TF names' sorted order would not load
+    np.testing.assert_allclose(model.predict(_ids(), verbose=0), expected, atol=1e-5)
+
+
 def test_tf1_model_converts_to_a_torch_module_and_back(tmp_path):
     expected = save_tf1_language_model(tmp_path / "tf" / "model.ckpt")
     ok("convert", str(tmp_path / "tf"), str(tmp_path / "m.pt"), "-m", "tf1-to-torch")

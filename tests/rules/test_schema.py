@@ -132,5 +132,7 @@ def test_the_readme_example_mapping_is_valid(tmp_path):
         "MatchRule",
         "MatchRule",
         "MatchRule",
+        "MatchRule",
     ]
+    assert m.spec.rules[-1].position == "first"
     assert m.params == {"forget_bias": 1.0}
