@@ -244,9 +244,9 @@ def _rule(index: int, raw: Any, label: str, params: Mapping[str, Param]) -> Rule
         drop=_text(raw, "drop"),
         refuse=_text(raw, "refuse"),
         approximate=_text(raw, "approximate"),
-        position=_position(raw),
     )
     try:
+        common["position"] = _position(raw)
         if kinds[0] == "rename":
             return _rename_rule(raw, common)
         if kinds[0] == "cell":
@@ -259,7 +259,7 @@ def _rule(index: int, raw: Any, label: str, params: Mapping[str, Param]) -> Rule
 def _position(raw: dict) -> str | None:
     value = raw.get("position")
     if value is not None and value not in POSITIONS:
-        raise RuleError(f"rule line {raw.line}: 'position' is first or last, not {value!r}")
+        raise RuleError(f"'position' is first or last, not {value!r}")
     return value
 
 

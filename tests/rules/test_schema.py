@@ -58,6 +58,10 @@ def test_yaml_with_tabs_names_the_line():
         ("- cell: tf1.lstm\n  make: {weight_ih: kernel}", r"needs 'to: <framework>.<cell>'"),
         ("- rename: {'(x': y}", r"bad regex '\(x'"),
         ("- rename: {a: b}\n  drop: x", r"a rename rule takes only 'rename'"),
+        ("- match: a\n  when: {ndim: true}\n  to: b", r"'when: ndim' must be a int"),
+        ("- match: a\n  when: {peepholes: true}\n  to: b", r"'when' takes ndim, not 'peepholes'"),
+        ("- match: a\n  position: middle\n  to: b", r"'position' is first or last, not 'middle'"),
+        ("- match: '(?P<x>a)'\n  to: '{x:upper}'", r"unknown transform 'upper'"),
     ],
     ids=[
         "bad-regex",
@@ -76,6 +80,10 @@ def test_yaml_with_tabs_names_the_line():
         "make-no-to",
         "rename-bad-regex",
         "rename-extra-key",
+        "match-when-bool",
+        "match-when-cell-fact",
+        "bad-position",
+        "bad-transform",
     ],
 )
 def test_invalid_rules_are_rejected_with_rule_and_line(body, message):
