@@ -246,7 +246,7 @@ def written_names(ckpt: Checkpoint) -> dict[str, str]:
 
 def looks_keras(ckpt: Checkpoint) -> bool:
     """Whether the names are canonical Keras names with layer names (see `write`)."""
-    if ckpt.format in KERAS_FORMATS:
+    if ckpt.format in KERAS_FORMATS or ckpt.metadata.get("names_of") == "keras":  # read, or mapped, as Keras
         return True
     if ckpt.format in (FORMAT, tf_bundle.FORMAT):
         return False  # already object paths

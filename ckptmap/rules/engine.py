@@ -319,13 +319,16 @@ class _Run:
             )
             for t in ordered
         ]
+        # Names are now the target framework's (`names_of`): a writer that lays names out per
+        # framework (TF2 checkpoints number Keras layers) goes by it, not by the source's format.
+        names_of = self.spec.target_framework or self.ckpt.metadata.get("names_of")
         out = Checkpoint(
             entries,
             format=self.ckpt.format,
             path=self.ckpt.path,
             files=self.ckpt.files,
             notes=self.ckpt.notes,
-            metadata=self.ckpt.metadata,
+            metadata={**self.ckpt.metadata, **({"names_of": names_of} if names_of else {})},
             classify=False,
         )
         plan = Plan(

@@ -103,13 +103,11 @@ def test_tf1_model_with_adam_converts_to_keras3_in_one_command(tmp_path, capsys)
     np.testing.assert_allclose(model.predict(_ids(), verbose=0), expected, atol=1e-5)
 
 
-def test_tf1_model_converts_to_a_keras2_file_tf_keras_loads_by_layer_order(tmp_path):
-    expected = save_tf1_language_model(tmp_path / "tf" / "model.ckpt")
-    ok("convert", str(tmp_path / "tf"), str(tmp_path / "m.h5"), "-m", "tf1-to-keras")
+def tf_keras_model():
     import tf_keras
 
     layers = tf_keras.layers
-    model = tf_keras.Sequential(
+    return tf_keras.Sequential(
         [
             layers.InputLayer((None,), dtype="int32"),
             layers.Embedding(VOCAB, DIM),
@@ -117,7 +115,21 @@ def test_tf1_model_converts_to_a_keras2_file_tf_keras_loads_by_layer_order(tmp_p
             layers.Dense(VOCAB),
         ]
     )
+
+
+def test_tf1_model_converts_to_a_keras2_file_tf_keras_loads_by_layer_order(tmp_path):
+    expected = save_tf1_language_model(tmp_path / "tf" / "model.ckpt")
+    ok("convert", str(tmp_path / "tf"), str(tmp_path / "m.h5"), "-m", "tf1-to-keras")
+    model = tf_keras_model()
     model.load_weights(str(tmp_path / "m.h5"))  # by order: the TF names' sorted order would not load
+    np.testing.assert_allclose(model.predict(_ids(), verbose=0), expected, atol=1e-5)
+
+
+def test_tf1_model_converts_to_a_tf2_checkpoint_of_a_keras_model(tmp_path):
+    expected = save_tf1_language_model(tmp_path / "tf" / "model.ckpt")
+    ok("convert", str(tmp_path / "tf"), str(tmp_path / "tf2" / "ckpt"), "-m", "tf1-to-keras", "--to", "tf2")
+    model = tf_keras_model()
+    model.load_weights(str(tmp_path / "tf2" / "ckpt")).assert_existing_objects_matched()
     np.testing.assert_allclose(model.predict(_ids(), verbose=0), expected, atol=1e-5)
 
 
