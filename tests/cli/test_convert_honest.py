@@ -114,3 +114,18 @@ def test_convert_verify_says_what_it_wrote_first_and_strict_fails_approximations
         "1e-4",
     )
     assert code == 0 and "tolerance 0.0001" in out
+
+
+def test_convert_verify_that_cannot_run_says_the_output_was_written(capsys, tmp_path, monkeypatch):
+    from ckptmap.errors import UnsupportedError
+    from ckptmap.verification import run as verification
+
+    def no_framework(*args, **kwargs):  # as on a machine without TensorFlow installed
+        raise UnsupportedError("Verifying needs tensorflow, which is not installed.")
+
+    monkeypatch.setattr(verification, "verify", no_framework)
+    dst = tmp_path / "x.pt"
+    code, out, err = run(capsys, "convert", LSTM2, dst, "-m", "tf1-to-torch", "--verify")
+    assert code == 2 and f"wrote {dst}" in out
+    assert f"{dst} was written, but could not be verified: Verifying needs tensorflow" in err
+    assert dst.exists()
