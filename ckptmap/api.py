@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     # The rule engine (and YAML) loads when a mapping is first used: `inspect` needs neither.
     from .rules.mapping import Mapping
     from .rules.plan import Plan
+    from .value_diff import ValueDiff
 
 PathLike = str | os.PathLike[str]
 MappingLike: TypeAlias = "str | os.PathLike[str] | Mapping"
@@ -93,6 +94,20 @@ class ConversionReport:
             "dry_run": self.dry_run,
             "plan": self.plan.to_dict(),
         }
+
+    def __str__(self) -> str:
+        """What `ckptmap convert` prints: counts, what was dropped, what is not exact, the files."""
+        from . import display
+
+        return "\n".join(display.conversion(self))
+
+    def __repr__(self) -> str:
+        plan = self.plan
+        return (
+            f"<ConversionReport {self.source} -> {self.destination} ({self.destination_format}): "
+            f"{len(plan.targets)} tensors, {len(plan.converted)} converted, {len(plan.dropped)} dropped"
+            f"{', dry run' if self.dry_run else ''}>"
+        )
 
 
 def convert(
@@ -268,15 +283,20 @@ def verify(
 
 @dataclass
 class DiffReport:
+    """What `diff` found. `print(report)` shows what `ckptmap diff` prints."""
+
     a: Path
     b: Path
     only_in_a: list[str]
     only_in_b: list[str]
     changed: list[tuple[str, str, str]]  # (name, in a, in b) for shape or dtype changes
+    values: list[ValueDiff] | None = None  # per tensor in both with one shape, when compared
+    tolerance: float | None = None  # the largest |a - b| taken as equal, when values were compared
 
     @property
     def same(self) -> bool:
-        return not (self.only_in_a or self.only_in_b or self.changed)
+        names_same = not (self.only_in_a or self.only_in_b or self.changed)
+        return names_same and all(v.equal for v in self.values or ())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -285,29 +305,58 @@ class DiffReport:
             "only_in_a": self.only_in_a,
             "only_in_b": self.only_in_b,
             "changed": [{"name": n, "a": x, "b": y} for n, x, y in self.changed],
+            "tolerance": self.tolerance,
+            "values": None if self.values is None else [v.to_dict() for v in self.values],
             "same": self.same,
         }
 
+    def __str__(self) -> str:
+        from . import display
 
-def diff(a: PathLike, b: PathLike) -> DiffReport:
-    """Names only in one checkpoint, and shape or dtype changes, by canonical name."""
+        return "\n".join(display.diff(self))
+
+    def __repr__(self) -> str:
+        differ = "" if self.values is None else f", {sum(not v.equal for v in self.values)} values differ"
+        return (
+            f"<DiffReport {self.a} vs {self.b}: {len(self.only_in_a)} only in a, {len(self.only_in_b)} "
+            f"only in b, {len(self.changed)} changed{differ}>"
+        )
+
+
+def diff(a: PathLike, b: PathLike, *, values: bool = False, tolerance: float | None = None) -> DiffReport:
+    """Names only in one checkpoint, and shape or dtype changes, by canonical name; with `values`,
+    also how far apart the values of each tensor in both are (read a block at a time, so neither
+    checkpoint is held in memory whole), equal when within `tolerance` (default 0: exact).
+
+    >>> ckptmap.diff("run1/model.ckpt", "run2/model.ckpt", values=True).same   # doctest: +SKIP
+    False
+    """
+    if tolerance is not None and not values:
+        raise UsageError("tolerance applies to values; pass values=True.")
     ca, cb = load(a), load(b)
     changed = []
     for name, ea in ca.entries.items():
         eb = cb.entries.get(name)
         if eb is not None and (ea.shape, ea.dtype) != (eb.shape, eb.dtype):
             changed.append((name, f"{list(ea.shape)} {ea.dtype}", f"{list(eb.shape)} {eb.dtype}"))
-    return DiffReport(
+    report = DiffReport(
         Path(a),
         Path(b),
         [n for n in ca.entries if n not in cb.entries],
         [n for n in cb.entries if n not in ca.entries],
         changed,
     )
+    if values:
+        from . import value_diff
+
+        report.tolerance = value_diff.check_tolerance(tolerance or 0.0)
+        report.values = value_diff.compare(ca, cb, report.tolerance)
+    return report
 
 
 def output_format(dst: Path, to: str | None, mappings: Sequence[Mapping]) -> registry.FormatSpec:
     """The format convert writes `dst` in: `to`, else the name, else the last mapping's target framework."""
+    registry.refuse_remote(dst)  # an `s3://` destination is not a local directory named `s3:`
     if to or registry.has_known_suffix(dst):
         return registry.output_format(dst, to)
     framework = mappings[-1].spec.target_framework if mappings else None

@@ -40,8 +40,15 @@ def resolve_mappings(
         unclaimed -= set(mine)
         result.append(Mapping(m.spec, {**m.params, **mine}) if mine else m)
     if unclaimed:
+        from .suggest import did_you_mean
+
         names = ", ".join(m.name for m in loaded) or "no mapping"
-        raise UsageError(f"--set {', '.join(sorted(unclaimed))}: not a parameter of {names}.")
+        valid = sorted({p for m in loaded for p in m.spec.params})
+        hints = "".join(did_you_mean(k, valid) for k in sorted(unclaimed)) or "."
+        raise UsageError(
+            f"--set {', '.join(sorted(unclaimed))}: not a parameter of {names}{hints} "
+            f"Parameters: {', '.join(valid) or 'none'}."
+        )
     return result
 
 

@@ -160,7 +160,14 @@ class Checkpoint(Mapping[str, "np.ndarray"]):
         return name in self.entries
 
     def __repr__(self) -> str:
-        return f"<Checkpoint {self.format} {self.path or ''} ({len(self)} tensors, {self.nbytes} bytes)>"
+        where = f" {self.path}" if self.path is not None else ""
+        return f"<Checkpoint {self.format}{where} ({len(self)} tensors, {self.nbytes} bytes)>"
+
+    def __str__(self) -> str:
+        """What `ckptmap inspect` prints: the tree of weights, the RNNs, what is not a weight."""
+        from . import display
+
+        return "\n".join(display.checkpoint(self, shows_hidden="print(ckpt.tree()) shows them"))
 
     @property
     def names(self) -> list[str]:
@@ -207,6 +214,15 @@ class ScopeNode:
         for child in self.children.values():
             yield depth, child
             yield from child.walk(depth + 1)
+
+    def __str__(self) -> str:
+        """The tree as `ckptmap inspect --all` draws it: scopes, then tensors with shape, dtype, size."""
+        from . import display
+
+        return "\n".join(display.tree(self))
+
+    def __repr__(self) -> str:  # not the dataclass's, which would spell out every child
+        return f"<ScopeNode {self.name or '(root)'!r} ({self.count} tensors, {self.nbytes} bytes)>"
 
 
 def build_tree(entries: Iterable[TensorEntry]) -> ScopeNode:

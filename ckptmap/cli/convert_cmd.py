@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import Counter
 from typing import Annotated
 
 import typer
 
-from .. import api
+from .. import api, display
 from ..errors import CkptmapError, UsageError
-from . import render, verify_cmd
+from . import verify_cmd
 from .options import pairs, size
 from .progress import ProgressBar
 
@@ -109,7 +108,7 @@ def convert(
     if not mapping:
         _hint_mapping(report)
     if not json_output:
-        _print(report, src, dst, dry_run)  # what was written, before anything verification says
+        print("\n".join(display.conversion(report)))  # what was written, before anything verify says
         sys.stdout.flush()
     checked = None
     if verify and not dry_run:
@@ -142,64 +141,3 @@ def _hint_mapping(report: api.ConversionReport) -> None:
     if name:
         hint = f"no --mapping was given, so names are unchanged; for {dst_fw} names use --mapping {name}."
         print(f"Hint: {hint}", file=sys.stderr)
-
-
-# Reasons common enough that naming the tensors would only be noise.
-_ROUTINE = ("optimizer slot", "training bookkeeping")
-
-
-def _dropped_summary(dropped: list[tuple[str, str]]) -> str:
-    """`2 training bookkeeping, 14 optimizer slot, 3 with no place in a keras3 file (Variable, ...)`:
-    a count per reason (its text up to the first colon), naming the tensors of unusual reasons."""
-    names: dict[str, list[str]] = {}
-    for name, why in dropped:
-        reason = why.split(": ")[0].split(" of '")[0]
-        names.setdefault(reason, []).append(name)
-    parts = []
-    for reason, members in names.items():
-        if reason in _ROUTINE:
-            parts.append(f"{len(members)} {reason}")
-        else:
-            shown = ", ".join(members[:3]) + (f" and {len(members) - 3} more" if len(members) > 3 else "")
-            by = "by " if reason.startswith(("rule", "--")) else ""
-            parts.append(f"{len(members)} {by}{reason} ({shown})")
-    return ", ".join(parts)
-
-
-def _print(report: api.ConversionReport, src: str, dst: str, dry_run: bool) -> None:
-    plan = report.plan
-    used = ", ".join(plan.mappings) or "no mapping (names unchanged)"
-    params_text = ", ".join(f"{k}={v}" for k, v in plan.params.items())
-    verb = "Plan for" if dry_run else "Converted"
-    print(
-        f"{verb} {src} ({report.source_format}) -> {dst} ({report.destination_format}) with {used}"
-        + (f" ({params_text})" if params_text else "")
-    )
-    for note in report.notes:
-        print(f"Note: {note}")
-    if dry_run:
-        rows = [
-            (t.name, render.shape(t.shape), t.dtype, "<- " + ", ".join(t.sources), t.how)
-            for t in plan.targets
-        ]
-        for line in render.table(rows):
-            print(line)
-    counts = Counter(
-        "kept" if t.how == "kept" else "renamed" if t.how == "renamed" else "converted" for t in plan.targets
-    )
-    written = f"{len(plan.targets)} tensors" + (
-        "" if dry_run else f" written ({render.size(report.bytes_written)}) in {report.seconds:.2f} s"
-    )
-    print(f"  {written}: {counts['converted']} converted, {counts['renamed']} renamed, {counts['kept']} kept")
-    if plan.dropped:
-        print(f"  dropped {len(plan.dropped)}: {_dropped_summary(plan.dropped)}")
-    kept = [t.name for t in plan.targets if t.how == "kept" and t.sources == (t.name,)]
-    if kept and plan.mappings:
-        print(
-            f"  passed through unchanged: {', '.join(kept[:6])}"
-            + (f" and {len(kept) - 6} more" if len(kept) > 6 else "")
-        )
-    for a in plan.approximations:
-        print(f"  NOT EXACT ({a.scope}): {a.reason}")
-    for path in report.files:
-        print(f"  wrote {path}")

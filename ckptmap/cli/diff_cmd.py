@@ -1,4 +1,5 @@
-"""`ckptmap diff A B`: names only in one side, and shape or dtype changes. Exit 1 when they differ."""
+"""`ckptmap diff A B`: names only in one side, shape or dtype changes and, with `--values`, how far
+apart the values are. Exit 1 when they differ."""
 
 from __future__ import annotations
 
@@ -8,28 +9,34 @@ from typing import Annotated
 import typer
 
 from .. import api
+from ..errors import UsageError
 
 
 def diff(
     a: Annotated[str, typer.Argument(help="First checkpoint.")],
     b: Annotated[str, typer.Argument(help="Second checkpoint.")],
+    values: Annotated[
+        bool,
+        typer.Option("--values", help="Also compare the values of each tensor in both (max abs, max rel)."),
+    ] = False,
+    tolerance: Annotated[
+        float | None,
+        typer.Option("--tolerance", help="With --values: largest |a - b| taken as equal (default 0: exact)."),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """Compare two checkpoints by name, shape and dtype (exit 0 same, 1 different, 2 error)."""
-    report = api.diff(a, b)
-    if json_output:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        for title, names in ((f"Only in {a}", report.only_in_a), (f"Only in {b}", report.only_in_b)):
-            if names:
-                print(f"{title} ({len(names)}):")
-                for name in names:
-                    print(f"  {name}")
-        if report.changed:
-            print(f"Changed ({len(report.changed)}):")
-            for name, in_a, in_b in report.changed:
-                print(f"  {name}: {in_a} -> {in_b}")
-        if report.same:
-            print("Same names, shapes and dtypes.")
+    """Compare two checkpoints by name, shape and dtype, and with --values by value
+    (exit 0 same, 1 different, 2 error).
+
+    Examples:
+
+      ckptmap diff run1/model.ckpt run2/model.ckpt
+
+      ckptmap diff lstm.pt lstm.safetensors --values --tolerance 1e-6
+    """
+    if tolerance is not None and not values:
+        raise UsageError("--tolerance goes with --values.")
+    report = api.diff(a, b, values=values, tolerance=tolerance)
+    print(json.dumps(report.to_dict(), indent=2) if json_output else str(report))
     if not report.same:
         raise typer.Exit(1)

@@ -1,103 +1,114 @@
-"""`ckptmap inspect PATH`: the scope tree with shapes, dtypes and sizes, and the RNNs found."""
+"""`ckptmap inspect PATH...`: the scope tree with shapes, dtypes and sizes, and the RNNs found."""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+import sys
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .. import api
+from .. import api, display
 from ..cells.model import RNN
-from ..errors import UsageError
+from ..errors import CkptmapError, UsageError
 from ..recognition import legacy_rnns
-from ..tree import Checkpoint, TensorEntry, build_tree
-from . import render
+from ..tree import Checkpoint, TensorEntry
 
-FORMAT_NAMES = {
-    "tf": "TensorFlow checkpoint",
-    "tf-v1": "TensorFlow V1 checkpoint",
-    "torch": "PyTorch file",
-    "torch-legacy": "PyTorch legacy file",
-    "safetensors": "safetensors file",
-}
+if TYPE_CHECKING:  # pragma: no cover
+    from ..rules.regexes import Regex
 
 
 def inspect(
-    path: Annotated[str, typer.Argument(help="Checkpoint: TF prefix, .index, directory, .pt/.pth/.bin, ...")],
+    paths: Annotated[
+        list[str], typer.Argument(help="Checkpoints: TF prefix, .index, directory, .pt/.pth/.bin, ...")
+    ],
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
-    filter: Annotated[str | None, typer.Option("--filter", help="Only names matching this regex.")] = None,
+    filter: Annotated[
+        str | None,
+        typer.Option("--filter", help="Only tensors whose name, or key in the file, matches this regex."),
+    ] = None,
+    show_all: Annotated[
+        bool,
+        typer.Option(
+            "--all", help="Also show optimizer slots and bookkeeping in the tree (--json always lists them)."
+        ),
+    ] = False,
 ) -> None:
-    """Show what a checkpoint holds and which RNNs are in it. Reads only the index or header.
+    """Show what checkpoints hold and which RNNs are in them. Reads only the index or header.
 
-    Example: ckptmap inspect sample_checkpoints/tf1_lstm2
+    Several paths are shown in turn; if one cannot be read, the others still are (exit 2).
+
+    Examples:
+
+      ckptmap inspect sample_checkpoints/tf1_lstm2
+
+      ckptmap inspect model.pt --filter 'rnn\\.weight_ih'
     """
+    regex = _compiled(filter)  # before any file: a bad pattern is wrong for every path
+    results, failed = [], 0
+    for k, path in enumerate(paths):
+        try:
+            result = _inspect(path, regex, show_all, json_output)
+        except CkptmapError as e:
+            if len(paths) == 1:
+                raise
+            failed += 1
+            sys.stdout.flush()  # the error lands after what was printed before it
+            print(f"Error: {e}", file=sys.stderr)
+            if e.hint:
+                print(f"Hint: {e.hint}", file=sys.stderr)
+            continue
+        if json_output:
+            results.append(result)
+        else:
+            print(("\n" if k else "") + result)
+    if json_output:
+        print(json.dumps(results[0] if len(paths) == 1 else results, indent=2))
+    if failed:
+        print(f"Error: {failed} of {len(paths)} checkpoints could not be read.", file=sys.stderr)
+        raise typer.Exit(2)
+
+
+def _inspect(path: str, regex: Regex | None, show_all: bool, json_output: bool) -> str | dict:
+    """One checkpoint: its text view, or its JSON data."""
     ckpt = api.load(path)
-    entries = _filtered(ckpt, filter)
+    entries = _filtered(ckpt, regex)
     names = {e.name for e in entries}
     rnns = [r for r in ckpt.rnns if names.intersection(r.tensor_names)]
-    legacy = [] if filter else legacy_rnns(ckpt)
+    legacy = [] if regex else legacy_rnns(ckpt)
     if json_output:
-        print(json.dumps(_json(ckpt, entries, rnns, legacy), indent=2))
-        return
-    total = sum(e.nbytes for e in entries)
-    weights = sum(e.kind == "weight" for e in entries)
-    kind = FORMAT_NAMES.get(ckpt.format, ckpt.format)
-    print(f"{path}: {kind}, {len(entries)} tensors ({weights} weights), {render.size(total)}")
-    for note in ckpt.notes:
-        print(f"Note: {note}")
-    print()
-    for line in render.tree(build_tree(entries)):
-        print(line)
-    print()
-    _print_rnns(rnns, legacy)
-    _print_not_weights(entries)
+        return _json(ckpt, entries, rnns, legacy)
+    lines = display.checkpoint(ckpt, label=path, entries=entries, rnns=rnns, legacy=legacy, show_all=show_all)
+    return "\n".join(lines)
 
 
-def _filtered(ckpt: Checkpoint, pattern: str | None) -> list[TensorEntry]:
+def _compiled(pattern: str | None) -> Regex | None:
     if not pattern:
-        return list(ckpt.entries.values())
+        return None
     from ..rules import regexes  # bounded: names come from the file, the pattern from the user
 
     try:
-        regex = regexes.compile(pattern, search=True)
-        budget = regexes.Budget()
-        return [e for e in ckpt.entries.values() if regex.search(e.name, budget)]
-    except (regexes.UnsafeRegex, regexes.NameTooLong) as e:
+        return regexes.compile(pattern, search=True)
+    except regexes.UnsafeRegex as e:
         raise UsageError(f"--filter '{pattern}': {e}.") from None
 
 
-def _print_rnns(rnns: list[RNN], legacy: list[RNN]) -> None:
-    if rnns:
-        print(f"RNNs ({len(rnns)}):")
-        for rnn in rnns:
-            print(f"  {rnn.describe()}")
-            if rnn.framework == "tf1":
-                scopes = sorted({c.scope for c in rnn.cells})
-                more = f" ... ({len(scopes)} cells)" if len(scopes) > 1 else ""
-                print(f"      {scopes[0]}{more}")
-    elif not legacy:
-        print("RNNs: none recognized")
-    if legacy:
-        print(
-            f"RNNs under TF <= 1.1 names ({len(legacy)}): tf1-to-torch renames these itself; for a TF output"
-        )
-        print("use --mapping tf1-legacy-names")
-        for rnn in legacy:
-            print(f"  {rnn.describe()}")
+def _filtered(ckpt: Checkpoint, regex: Regex | None) -> list[TensorEntry]:
+    """Entries whose canonical name or key in the file (`rnn.weight_ih_l0`, a Keras HDF5 path)
+    the pattern finds: users search by the names they know."""
+    if regex is None:
+        return list(ckpt.entries.values())
+    from ..rules import regexes
 
-
-def _print_not_weights(entries: list[TensorEntry]) -> None:
-    slots = sum(e.kind == "slot" for e in entries)
-    bookkeeping = [e.name for e in entries if e.kind == "bookkeeping"]
-    parts = []
-    if slots:
-        parts.append(f"{slots} optimizer slot{'s' if slots != 1 else ''}")
-    if bookkeeping:
-        shown = ", ".join(bookkeeping[:3]) + (", ..." if len(bookkeeping) > 3 else "")
-        parts.append(f"{len(bookkeeping)} bookkeeping ({shown})")
-    if parts:
-        print(f"Not weights: {'; '.join(parts)}")
+    budget = regexes.Budget()
+    try:
+        return [
+            e
+            for e in ckpt.entries.values()
+            if regex.search(e.name, budget) or (e.key != e.name and regex.search(e.key, budget))
+        ]
+    except regexes.NameTooLong as e:
+        raise UsageError(f"--filter '{regex.pattern}': {e}.") from None
 
 
 def _json(ckpt: Checkpoint, entries: list[TensorEntry], rnns: list[RNN], legacy: list[RNN]) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Annotated
 
 import typer
 
@@ -26,6 +27,26 @@ app = typer.Typer(
     rich_markup_mode=None,  # plain click help: importing rich would add ~70 ms to `--help`
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from importlib.metadata import version  # only here: --help and commands need not load it
+
+        print(f"ckptmap {version('ckptmap')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True),
+    ] = False,
+) -> None:
+    pass  # the app's own options; its help text is the Typer's
+
+
 app.command("inspect", no_args_is_help=True)(inspect_cmd.inspect)
 app.command("convert", no_args_is_help=True)(convert_cmd.convert)
 app.command("diff", no_args_is_help=True)(diff_cmd.diff)

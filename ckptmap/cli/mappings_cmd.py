@@ -1,19 +1,32 @@
-"""`ckptmap mappings [NAME]`: the built-in mappings, or one mapping's parameters and rules."""
+"""`ckptmap mappings [NAME]`: the built-in mappings, or one mapping in full: its file, parameters,
+policies and every rule with its patterns, expressions and reasons."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import textwrap
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from .. import api
 from . import render
 
+if TYPE_CHECKING:  # pragma: no cover
+    from ..rules.schema import CellRule, MappingSpec, MatchRule, RenameRule, Rule
+
 
 def mappings(
     name: Annotated[str | None, typer.Argument(help="A built-in name or a YAML file to describe.")] = None,
 ) -> None:
-    """List the built-in mappings, or describe one (parameters, policies, rules)."""
+    """List the built-in mappings, or describe one (file, parameters, policies, rules).
+
+    Examples:
+
+      ckptmap mappings
+
+      ckptmap mappings tf1-to-torch
+    """
     from ..rules.mapping import builtins
 
     if name is None:
@@ -22,36 +35,80 @@ def mappings(
             print(line)
         print("\nDescribe one: ckptmap mappings NAME.  Use one: ckptmap convert SRC DST --mapping NAME")
         return
-    m = api.mapping(name)
-    spec = m.spec
-    print(f"{spec.name}: {spec.description}")
+    print("\n".join(describe(api.mapping(name).spec)))
+
+
+def describe(spec: MappingSpec) -> list[str]:
+    """The mapping as a reader needs it: where it is, what it takes, and what each rule does."""
+    lines = [f"{spec.name}: {spec.description}"]
+    if spec.path is not None:
+        lines.append(f"  file: {spec.path}")
+    lines += [f"  includes: {f}" for f in spec.files if f != spec.path]
+    if spec.source_framework or spec.target_framework:
+        lines.append(f"  from {spec.source_framework or 'any'} to {spec.target_framework or 'any'}")
     for p in spec.params.values():
-        print(f"  param {p.name} = {p.default!r}" + (f"  {p.help}" if p.help else ""))
-    policies = f"unmatched weights: {spec.unmatched}; optimizer slots: {spec.slots}"
-    print(f"  {policies}; bookkeeping: {spec.bookkeeping}")
+        lines += _wrapped(f"  param {p.name} = {p.default!r}" + (f"  {p.help}" if p.help else ""), "      ")
+    lines.append(
+        f"  unmatched weights: {spec.unmatched}; optimizer slots: {spec.slots}; "
+        f"bookkeeping: {spec.bookkeeping}; unplaced: {spec.unplaced}"
+    )
+    lines += ["", f"Rules ({len(spec.rules)}, applied in order):"]
     for rule in spec.rules:
-        print(f"  {rule.where()}: {_summary(rule)}")
+        lines += _rule(rule)
+    return lines
 
 
-def _summary(rule: object) -> str:
+def _rule(rule: Rule) -> list[str]:
     from ..rules.schema import CellRule, MatchRule, RenameRule
 
+    approx = "  [approximate]" if rule.approximate else ""
+    lines = [f"  {rule.where()}{approx}"]
     if isinstance(rule, RenameRule):
-        return f"rename {len(rule.subs)} pattern(s)"
-    if isinstance(rule, CellRule):
-        assert rule.cell is not None
-        when = " when " + ", ".join(f"{k}={v}" for k, v in rule.when.items()) if rule.when else ""
-        action = (
-            f"refuse ({rule.refuse})"
-            if rule.refuse
-            else f"drop ({rule.drop})"
-            if rule.drop
-            else f"-> {rule.target.key if rule.target else '?'} ({', '.join(rule.make)})"
-        )
-        approx = "  [approximate]" if rule.approximate else ""
-        return f"cell {rule.cell.key}{when} {action}{approx}"
-    if isinstance(rule, MatchRule):
-        patterns = " | ".join(p.pattern for p in rule.patterns)
-        action = "refuse" if rule.refuse else "drop" if rule.drop else "rename" if rule.rename_to else "make"
-        return f"match {patterns} -> {action}"
-    return "?"
+        lines += _rename(rule)
+    elif isinstance(rule, CellRule):
+        lines += _cell(rule)
+    elif isinstance(rule, MatchRule):
+        lines += _match(rule)
+    for label, reason in (("refuse", rule.refuse), ("drop", rule.drop), ("approximate", rule.approximate)):
+        if reason:
+            lines += _wrapped(f"    {label}: {' '.join(reason.split())}", "      ")
+    if rule.position:
+        lines.append(f"    placed {rule.position} in the output")
+    return lines
+
+
+def _rename(rule: RenameRule) -> list[str]:
+    rows = [("rename", regex.pattern, "->", replacement) for regex, replacement in rule.subs]
+    return render.table(rows, indent="    ")
+
+
+def _cell(rule: CellRule) -> list[str]:
+    assert rule.cell is not None
+    head = f"    cell {rule.cell.key}{_when(rule.when)}"
+    if rule.target is not None:
+        head += f" -> {rule.target.key}"
+    rows = [(target, "=", expr.text) for target, expr in rule.make.items()]
+    return [head, *render.table(rows, indent="      ")]
+
+
+def _match(rule: MatchRule) -> list[str]:
+    lines = [f"    match {regex.pattern}{_when(rule.when)}" for regex in rule.patterns]
+    lines += [f"      with {alias} = {template.text}" for alias, template in rule.inputs.items()]
+    if rule.rename_to is not None:
+        lines.append(f"      -> {rule.rename_to.text}")
+    rows = [(target.text, "=", expr.text) for target, expr in rule.make.items()]
+    return lines + render.table(rows, indent="      ")
+
+
+def _when(when: Mapping[str, Any]) -> str:
+    # Spelled as in the YAML: `peepholes=true`, not Python's True.
+    spelled = (f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in when.items())
+    return " when " + ", ".join(spelled) if when else ""
+
+
+def _wrapped(text: str, indent: str) -> list[str]:
+    """Long help texts and reasons, wrapped to a terminal's width under their line."""
+    wrapped = textwrap.wrap(
+        text, width=100, subsequent_indent=indent, break_on_hyphens=False, break_long_words=False
+    )
+    return wrapped or [text]

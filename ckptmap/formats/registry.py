@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from ..errors import CkptmapError, FormatError, SourceNotFoundError, UsageError
+from ..errors import CkptmapError, FormatError, SourceNotFoundError, UnsupportedError, UsageError
 from ..tree import Checkpoint
 
 
@@ -176,7 +176,32 @@ def _suffix_match(fmt: FormatSpec, path: Path) -> int:
     return max((len(s) for s in fmt.suffixes if name.endswith(s)), default=0)
 
 
+# Schemes of object stores and remote file systems (fsspec's registry names most of them). A
+# `Path` folds `s3://b/k` into `s3:/b/k`, so a path that went through one is known by these.
+_OBJECT_STORES = {"s3", "s3a", "s3n", "gs", "gcs", "az", "abfs", "abfss", "adl", "wasb", "wasbs", "oss", "r2"}
+_REMOTE_FILE_SYSTEMS = {"http", "https", "ftp", "sftp", "ssh", "hdfs", "webhdfs", "viewfs", "dbfs", "hf"}
+REMOTE_SCHEMES = frozenset(_OBJECT_STORES | _REMOTE_FILE_SYSTEMS)
+
+
+def refuse_remote(path: str | os.PathLike[str]) -> None:
+    """Raise for a URL (`s3://...`, `https://...`): without this it would read as a local path
+    that does not exist, or be written as a local directory named `s3:`."""
+    text = os.fspath(path)
+    scheme, sep, _ = text.partition(":/")
+    if not (sep and len(scheme) > 1 and scheme[0].isalpha() and scheme.replace("+", "").isalnum()):
+        return
+    if scheme.lower() == "file":
+        local = text[len(scheme) + 1 :].removeprefix("//")
+        raise UsageError(f"{text}: a file: URL; give the path itself ({local}).")
+    if scheme.lower() in REMOTE_SCHEMES or text.startswith(f"{scheme}://"):
+        url = text if text.startswith(f"{scheme}://") else f"{scheme}:/{text[len(scheme) + 1 :]}"
+        raise UnsupportedError(
+            f"{url}: remote URLs are not supported yet (issue: object storage); copy it locally first."
+        )
+
+
 def read(path: str | Path, *, format: str | None = None) -> Checkpoint:
+    refuse_remote(path)
     p = Path(path)
     if format:
         if os.path.lexists(p):  # else a TF prefix, which its reader resolves
@@ -188,6 +213,7 @@ def read(path: str | Path, *, format: str | None = None) -> Checkpoint:
 
 def output_format(path: Path, to: str | None) -> FormatSpec:
     """The format to write: `to` if given, else the destination's suffix."""
+    refuse_remote(path)
     if to:
         fmt = spec(to)
         if not fmt.writable:

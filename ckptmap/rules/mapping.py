@@ -92,8 +92,13 @@ def load_spec(text: str, including: Path | None = None, _chain: tuple[str, ...] 
         return schema.load_file(path, resolve=resolve)  # says what a broken link or a FIFO is
     builtin = _builtin_dir() / f"{text}.yaml"
     if not builtin.is_file():
-        names = ", ".join(b.name for b in builtins())
-        raise UsageError(f"No built-in mapping named '{text}'; built-in: {names}. A file path works too.")
+        from ..suggest import did_you_mean
+
+        names = [b.name for b in builtins()]
+        raise UsageError(
+            f"No built-in mapping named '{text}'{did_you_mean(text, names) or '.'} "
+            f"Built-in: {', '.join(names)}. A file path works too."
+        )
     return schema.parse(builtin.read_text(encoding="utf-8"), f"{text}.yaml", path=builtin, resolve=resolve)
 
 

@@ -117,7 +117,7 @@ def test_params_are_typed_by_their_default():
 
 
 def test_unknown_builtin_lists_the_builtins():
-    with pytest.raises(UsageError, match=r"built-in: .*tf1-to-torch"):
+    with pytest.raises(UsageError, match=r"did you mean .tf1-to-torch.*Built-in: .*tf1-to-torch"):
         mapping_lib.load("tf1-to-pytorch")
 
 
