@@ -138,6 +138,7 @@ def convert(
 
     >>> ckptmap.convert("sample_checkpoints/tf1_lstm2", "lstm.pt", mapping="tf1-to-torch")  # doctest: +SKIP
     """
+    from .atomic import refuse_special
     from .pipeline import apply, as_written, resolve_mappings
 
     started = time.perf_counter()
@@ -159,6 +160,7 @@ def convert(
     writer = fmt.load()
     outputs = writer.files(dst_path, out, **options)
     _refuse_overwriting_source(outputs, source.files)
+    refuse_special(outputs)  # before "pass --overwrite": that would not help
     if not (overwrite or dry_run) and (existing := [f for f in outputs if os.path.lexists(f)]):
         raise UsageError(
             f"{existing[0]} exists; pass --overwrite to replace it (the old files stay until the new "

@@ -51,7 +51,7 @@ class AtomicFiles:
         self._backups: dict[Path, Path | None] = {}  # final -> its backup, None if it is new
 
     def __enter__(self) -> AtomicFiles:
-        _refuse_special(self.finals)  # before any directory or file is made
+        refuse_special(self.finals)  # before any directory or file is made
         _note("S")
         for final in self.finals:
             self._make_parents(final.parent)
@@ -104,7 +104,7 @@ class AtomicFiles:
             if not temp.exists():
                 raise OSError(f"{temp} was never written")
             _fsync(temp)
-        _refuse_special(self.finals)  # again: a FIFO may have appeared while the data was written
+        refuse_special(self.finals)  # again: a FIFO may have appeared while the data was written
         for final in self.finals:
             self._back_up(final)
         for final in self.finals:
@@ -169,7 +169,9 @@ class AtomicFiles:
             raise WriteError(f"{directory}: the output directory is not writable.")
 
 
-def _refuse_special(finals: Sequence[Path]) -> None:
+def refuse_special(finals: Sequence[Path]) -> None:
+    """Refuse a destination that exists and is not a regular file once links are followed: a FIFO
+    would block, a directory cannot be replaced, and `--overwrite` would not change either."""
     for final in finals:
         try:
             mode = final.stat().st_mode  # follows a symlink: what it points to counts

@@ -6,6 +6,7 @@ are seeded and distinct per element, so a swapped block or a transpose shows in 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,20 @@ def tf1():
 
     # Graphs are built inside `tf.Graph().as_default()`; eager stays on for everything else (Keras).
     return tf, tf.compat.v1
+
+
+@contextlib.contextmanager
+def tf1_training_graph():
+    """A fresh graph and session in which gradients flow through `dynamic_rnn`. The switch that
+    allows it is process-wide; it is put back after, or a later Keras `fit` fails to make its
+    optimizer's variables."""
+    tf, v1 = tf1()
+    v1.experimental.output_all_intermediates(True)
+    try:
+        with tf.Graph().as_default(), v1.Session() as sess:
+            yield sess
+    finally:
+        v1.experimental.output_all_intermediates(None)
 
 
 def make_tf1_cell(

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from tests.clirun import ok, run
-from tests.frameworks import tf1
+from tests.frameworks import tf1, tf1_training_graph
 
 VOCAB, DIM, UNITS, LAYERS, BATCH, STEPS = 11, 5, 6, 2, 3, 4
 
@@ -26,8 +26,7 @@ def save_tf1_language_model(prefix: Path, *, learning_rate_variable: bool = Fals
     training step, then Saver. Returns the logits after it."""
     tf, v1 = tf1()
     rng = np.random.default_rng(0)
-    with tf.Graph().as_default(), v1.Session() as sess:
-        v1.experimental.output_all_intermediates(True)
+    with tf1_training_graph() as sess:
         ids = v1.placeholder(tf.int32, [None, None])
         embedding = v1.get_variable("embedding", [VOCAB, DIM])
         cell = v1.nn.rnn_cell.MultiRNNCell([v1.nn.rnn_cell.LSTMCell(UNITS) for _ in range(LAYERS)])

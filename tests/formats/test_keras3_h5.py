@@ -254,7 +254,11 @@ def test_tensors_are_read_when_asked_not_when_listed(tmp_path: Path) -> None:
 def test_bfloat16_and_vars_index_names_round_trip(tmp_path: Path) -> None:
     # LayerNormalization(scale=False) stores beta as vars/0: a bare file cannot tell, so vars/0 stays.
     model = keras.Sequential(
-        [keras.Input((3,)), layers.Dense(2, dtype="bfloat16"), layers.LayerNormalization(scale=False)]
+        [
+            keras.Input((3,)),
+            layers.Dense(2, dtype="bfloat16", name="dense"),  # not dense_<n> after other tests
+            layers.LayerNormalization(scale=False, name="layer_normalization"),
+        ]
     )
     fill(model)
     model.save_weights(tmp_path / "b.weights.h5")
@@ -264,7 +268,11 @@ def test_bfloat16_and_vars_index_names_round_trip(tmp_path: Path) -> None:
     out = tmp_path / "w.weights.h5"
     keras3_h5.write(ckpt, out)
     fresh = keras.Sequential(
-        [keras.Input((3,)), layers.Dense(2, dtype="bfloat16"), layers.LayerNormalization(scale=False)]
+        [
+            keras.Input((3,)),
+            layers.Dense(2, dtype="bfloat16", name="dense"),  # not dense_<n> after other tests
+            layers.LayerNormalization(scale=False, name="layer_normalization"),
+        ]
     )
     fresh.load_weights(out)
     x = inputs((2, 3))

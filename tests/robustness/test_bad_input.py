@@ -609,7 +609,10 @@ ALIAS_BOMB = (
         ("name: t\nrules:\n  - cell: tf1.lstm\n    when: [1]\n    drop: x\n", "'when' maps"),
         ("name: t\nrules:\n  - match: x\n    inputs: [1]\n    to: {y: src}\n", "'inputs' maps"),
         ("name: t\nrules:\n  - match: {a: 1}\n    to: y\n", "'match' is a regex"),
-        ("name: t\nrules:\n  - match: x\n    when: {bias: true}\n    to: y\n", "'when' takes ndim, not 'bias'"),
+        (
+            "name: t\nrules:\n  - match: x\n    when: {bias: true}\n    to: y\n",
+            "'when' takes ndim, not 'bias'",
+        ),
         ("name: t\ninclude: [no-such-mapping]\nrules:\n  - rename: {a: b}\n", ":2: No built-in mapping"),
         (ALIAS_BOMB, "aliases here expand to more than"),
         ("rules: " + "[" * 5000 + "]" * 5000 + "\n", "nests too deeply"),

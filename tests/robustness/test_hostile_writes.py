@@ -146,7 +146,7 @@ def test_a_symlink_to_a_regular_file_is_replaced_and_its_target_kept(tmp_path, c
     target.write_bytes(b"not to be touched")
     dst = tmp_path / "model.pt"
     dst.symlink_to(target)
-    code, _, err = run(capsys, "convert", src, dst, "--to", "torch")
+    code, _, err = run(capsys, "convert", src, dst, "--to", "torch", "--overwrite")
     assert code == 0, err
     assert not dst.is_symlink() and ckptmap.load(dst).entries["t1"].read()[0, 0] == 1
     assert target.read_bytes() == b"not to be touched"
@@ -220,7 +220,7 @@ def test_a_failed_last_rename_leaves_the_older_checkpoint_as_it_was(
     assert sorted(old) == ["checkpoint", "model.ckpt.data-00000-of-00001", "model.ckpt.index"]
     new = source(tmp_path / "new.safetensors", first=10)
     _failing_replace(monkeypatch, 3, error)  # data, index, then the `checkpoint` state file fails
-    code, _, err = run(capsys, "convert", new, out / "model.ckpt", "--to", "tf")
+    code, _, err = run(capsys, "convert", new, out / "model.ckpt", "--to", "tf", "--overwrite")
     if isinstance(error, KeyboardInterrupt):
         assert code == 130 and err == INTERRUPTED + "\n", err
     else:
@@ -255,14 +255,14 @@ def test_ctrl_c_in_the_final_fsync_leaves_no_temporary_and_the_old_output(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(atomic, "_fsync", interrupted)
-    code, _, err = run(capsys, "convert", new, dst, "--to", to)
+    code, _, err = run(capsys, "convert", new, dst, "--to", to, "--overwrite")
     assert code == 130 and err == INTERRUPTED + "\n", err
     assert snapshot(out) == old
 
 
 def test_ctrl_c_while_verifying_does_not_claim_that_nothing_was_left(tmp_path, capsys, monkeypatch) -> None:
     # `convert --verify` has written its output before it verifies: an interrupt there keeps it.
-    def interrupted(*args: object) -> None:
+    def interrupted(*args: object, **options: object) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(verification_run, "verify", interrupted)
