@@ -125,7 +125,7 @@ class Checkpoint(Mapping[str, "np.ndarray"]):
     ) -> None:
         entries = list(entries)
         if classify:
-            classes = kinds.classify(e.name for e in entries)
+            classes = kinds.classify([e.name for e in entries], {e.name: e.shape for e in entries})
             entries = [
                 TensorEntry(e.name, e.shape, e.dtype, e.key, e.loader, c.kind, c.slot_of, e.pieces)
                 for e in entries

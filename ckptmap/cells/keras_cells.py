@@ -7,10 +7,22 @@ use_bias=False). The gate count g tells the kind: 3 GRU, 4 LSTM, 1 SimpleRNN. A 
 [2, 3*units] means reset_after=True (input and recurrent biases), [3*units] means reset_after=False
 (keras/src/layers/rnn/gru.py).
 
+A tf.keras cell can also run inside a TF1 graph (`tf.compat.v1.nn.dynamic_rnn(tf.keras.layers.
+LSTMCell(n), ...)`) and be saved by `tf.compat.v1.train.Saver`. There it holds the same three
+variables right under its own name, with no `cell` attribute in between. TF 2.21 with tf-keras,
+built and printed: `lstm_cell/kernel` at the root whatever the variable scope (dynamic_rnn under
+TF2 control flow; `gru_cell_1` for the next cell of a kind), `<scope>/rnn/while/lstm_cell/kernel`
+under TF1 control flow (`disable_v2_behavior`), `<scope>/rnn/lstm_cell/kernel` from static_rnn or a
+tf.keras RNN layer named `rnn`, `<scope>/lstm/lstm_cell/kernel` from a tf.keras LSTM layer, and
+`<cell name>/kernel` for a cell given a name. Each such cell is one Keras RNN of one layer, its
+scope the path to the cell without the while loop's `while` frame (`<scope>/rnn/lstm_cell`), its
+layout the Keras cell's (keras.lstm; keras.gru, reset_after as the bias says; keras.rnn).
+Directions and stacks are not inferred: a cell's name does not say which it was.
+
 A Keras RNN is one layer. Several layers stacked in a model are several RNNs here; when another
 framework's multi-layer RNN becomes Keras layers they are named `<scope>`, `<scope>_1`, ... (the
-kind's default name, `gru`, `gru_1`, ..., when the scope is empty), as Keras names a fresh model's
-layers.
+scope flattened, `encoder/rnn` -> `encoder_rnn`; the kind's default name, `gru`, `gru_1`, ...,
+when the scope is empty), as Keras names a fresh model's layers.
 """
 
 from __future__ import annotations
@@ -27,10 +39,18 @@ from .model import RNN, CellRef, require_layer_stacking
 def find(entries: Mapping[str, TensorEntry], *, partial: bool = False) -> list[RNN]:
     """Every Keras RNN layer whose cell weights are in `entries`."""
     cells: dict[str, dict[str, str]] = {}
+    graph_cells: dict[str, dict[str, str]] = {}  # tf.keras cells a TF1 graph ran (module docstring)
     for name in entries:
         parent, _, role = name.rpartition("/")
         if role in RNN_CELL_ROLES and (parent == CELL or parent.endswith("/" + CELL)):
             cells.setdefault(parent, {})[role] = name
+        elif role in RNN_CELL_ROLES:
+            graph_cells.setdefault(parent, {})[role] = name
+    graph_found = [
+        _graph_cell(path, members, entries, partial)
+        for path, members in graph_cells.items()
+        if "recurrent_kernel" in members
+    ]
     layers: dict[str, dict[bool, tuple[str, dict[str, str]]]] = {}
     for cell, members in cells.items():
         layer = cell[: -len(CELL)].rstrip("/")
@@ -40,7 +60,7 @@ def find(entries: Mapping[str, TensorEntry], *, partial: bool = False) -> list[R
         else:
             layers.setdefault(layer, {})[False] = (layer, members)
     found = [_layer(scope, sides, entries, partial) for scope, sides in layers.items()]
-    return [rnn for rnn in found if rnn is not None]
+    return [rnn for rnn in (*found, *graph_found) if rnn is not None]
 
 
 def member_name(target: RNN, layer: int, reverse: bool, role: str) -> str:
@@ -56,9 +76,15 @@ def member_name(target: RNN, layer: int, reverse: bool, role: str) -> str:
 
 
 def layer_name(target: RNN, layer: int) -> str:
+    """The Keras layer an RNN's layer becomes. Another framework's scope is flattened
+    (`encoder/rnn` -> `encoder_rnn`), as the built-in mappings flatten dense and embedding layers:
+    a Keras model built to receive it holds its layers side by side, and a `/` would make the
+    writer nest models that model does not have."""
     if target.cells:  # a Keras RNN kept as Keras keeps its own layer names
         return next(c.scope for c in target.cells if c.layer == layer)
-    base = target.scope or ("bidirectional" if target.bidirectional else LAYER_KEYS[target.kind])
+    base = target.scope.replace("/", "_") or (
+        "bidirectional" if target.bidirectional else LAYER_KEYS[target.kind]
+    )
     return base if layer == 0 else f"{base}_{layer}"
 
 
@@ -107,6 +133,39 @@ def _layer(
         dtype=entries[first].dtype,
         reset_after=reset_after,
         cells=refs,
+    )
+
+
+# tf-keras' cell classes (tf_keras/src/layers/rnn/{lstm,gru,simple_rnn}.py), prefixed so they do not
+# read as TF1's LSTMCell and GRUCell.
+GRAPH_CELL_CLASSES = {"lstm": "keras.LSTMCell", "gru": "keras.GRUCell", "rnn": "keras.SimpleRNNCell"}
+
+
+def _graph_cell(
+    path: str, members: dict[str, str], entries: Mapping[str, TensorEntry], partial: bool
+) -> RNN | None:
+    """One tf.keras cell that a TF1 graph ran, as a one-layer Keras RNN (module docstring)."""
+    measured = _measure(members, entries, partial)
+    if measured is None:
+        return None
+    kind, input_size, units, has_bias, reset_after = measured
+    head, _, cell_name = path.rpartition("/")
+    if head == "while" or head.endswith("/while"):  # the frame TF1's while loop names its ops after
+        head = head[: -len("while")].rstrip("/")
+    scope = f"{head}/{cell_name}" if head else cell_name
+    return RNN(
+        framework="keras",
+        kind=kind,
+        cell_type=GRAPH_CELL_CLASSES[kind],
+        scope=scope,
+        input_size=input_size,
+        units=units,
+        layers=1,
+        bidirectional=False,
+        bias=has_bias,
+        dtype=entries[members["kernel"]].dtype,
+        reset_after=reset_after,
+        cells=(CellRef(0, False, scope, dict(members), input_size),),
     )
 
 

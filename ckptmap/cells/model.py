@@ -23,6 +23,13 @@ STACK_LAYERS = "layers"
 STACK_PER_DIRECTION = "per_direction"
 # Set on an RNN whose layers have different sizes (possible in a TF1 MultiRNNCell, not in nn.LSTM).
 NOTE_UNEVEN = "layers differ in size"
+# The class each framework builds for a kind: what an RNN is called when no class was recorded
+# (an RNN a mapping is about to write has no class of its own yet).
+DEFAULT_CLASSES = {
+    "tf1": {"lstm": "LSTMCell", "gru": "GRUCell", "rnn": "BasicRNNCell"},
+    "torch": {"lstm": "nn.LSTM", "gru": "nn.GRU", "rnn": "nn.RNN"},
+    "keras": {"lstm": "LSTM", "gru": "GRU", "rnn": "SimpleRNN"},
+}
 
 
 def require_layer_stacking(target: RNN, framework: str) -> None:
@@ -86,6 +93,11 @@ class RNN:
                 return c
         raise KeyError(f"{self.describe()} has no cell for layer {layer}, {'bw' if reverse else 'fw'}")
 
+    @property
+    def class_name(self) -> str:
+        """The cell or layer class: the recorded one, else the one its framework builds for the kind."""
+        return self.cell_type or DEFAULT_CLASSES.get(self.framework, {}).get(self.kind, self.kind.upper())
+
     def describe(self) -> str:
         where = self.scope or "(root)"
         direction = "bidirectional" if self.bidirectional else "unidirectional"
@@ -100,7 +112,7 @@ class RNN:
             extra.append("each direction stacked alone")
         tail = f", {', '.join(extra)}" if extra else ""
         return (
-            f"{self.cell_type} at {where}: input {self.input_size}, units {self.units}, "
+            f"{self.class_name} at {where}: input {self.input_size}, units {self.units}, "
             f"{self.layers} layer{'s' if self.layers != 1 else ''}, {direction}{tail}"
         )
 

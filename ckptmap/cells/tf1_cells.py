@@ -7,76 +7,26 @@ TF adds: `rnn` (dynamic_rnn), `multi_rnn_cell/cell_<k>` (MultiRNNCell), `bidirec
 (contrib stack_bidirectional_dynamic_rnn). What is left in front is the user's own scope.
 Names of TF <= 1.1 are handled by the `tf1-legacy-names` mapping, not here.
 
-The same table serves both ways: `find` reads cells out of a checkpoint, `member_name` writes the
-names a freshly built graph would look for.
+The same table (tf1_specs) serves both ways: `find` reads cells out of a checkpoint (tf1_candidates
+says which scopes hold cells, also cells the user named), `member_name` writes the names a freshly
+built graph would look for.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from ..errors import MappingError
 from ..tree import TensorEntry
-from .layouts import layout
+from .layouts import KINDS, layout
 from .model import NOTE_UNEVEN, RNN, STACK_LAYERS, STACK_PER_DIRECTION, CellRef
+from .tf1_candidates import candidates
+from .tf1_specs import CELLS, PEEPHOLES, TF1Cell, default_spec, spec_for
 
-
-@dataclass(frozen=True)
-class TF1Cell:
-    cell_type: str
-    kind: str
-    scope_name: str  # the variable scope the cell opens under its parent
-    members: Mapping[str, str]  # role -> path under the cell scope; all required
-    optional: Mapping[str, str] = field(default_factory=dict)
-
-
-CELLS: tuple[TF1Cell, ...] = (
-    TF1Cell(
-        "LSTMCell",
-        "lstm",
-        "lstm_cell",
-        {"kernel": "kernel", "bias": "bias"},
-        {
-            "w_f_diag": "w_f_diag",
-            "w_i_diag": "w_i_diag",
-            "w_o_diag": "w_o_diag",
-            "projection_kernel": "projection/kernel",
-        },
-    ),
-    TF1Cell("BasicLSTMCell", "lstm", "basic_lstm_cell", {"kernel": "kernel", "bias": "bias"}),
-    TF1Cell(
-        "GRUCell",
-        "gru",
-        "gru_cell",
-        {
-            "gates_kernel": "gates/kernel",
-            "gates_bias": "gates/bias",
-            "candidate_kernel": "candidate/kernel",
-            "candidate_bias": "candidate/bias",
-        },
-    ),
-    TF1Cell("BasicRNNCell", "rnn", "basic_rnn_cell", {"kernel": "kernel", "bias": "bias"}),
-)
-_BY_SCOPE = {c.scope_name: c for c in CELLS}
-_LSTM = _BY_SCOPE["lstm_cell"]
-_PEEPHOLES = ("w_f_diag", "w_i_diag", "w_o_diag")
+__all__ = ["CELLS", "TF1Cell", "cell_roles", "cell_scope", "find", "implicit", "member_name", "roles"]
 _CELL_K = re.compile(r"cell_(\d+)")
-
-
-# The last two parts of a member's name ("lstm_cell", "kernel"; "gates", "kernel") -> the cells and
-# paths it can be: a checkpoint's names are looked up, not compared with every path of every cell.
-def _by_tail() -> dict[tuple[str, str], list[tuple[TF1Cell, str]]]:
-    table: dict[tuple[str, str], list[tuple[TF1Cell, str]]] = {}
-    for cell in CELLS:
-        for path in (*cell.members.values(), *cell.optional.values()):
-            parts = [cell.scope_name, *path.split("/")]
-            table.setdefault((parts[-2], parts[-1]), []).append((cell, path))
-    return table
-
-
-_BY_TAIL = _by_tail()
 
 
 @dataclass(frozen=True)
@@ -101,12 +51,13 @@ class _Place:
 def find(entries: Mapping[str, TensorEntry], *, partial: bool = False) -> list[RNN]:
     """Every TF1 RNN in `entries` (weights only), grouped from its cells. With `partial`, cells
     that miss some of their tensors count too, when their kernel gives the sizes."""
-    groups: dict[tuple[str, str], list[tuple[_Place, _Found]]] = {}
-    for found in _find_cells(entries, partial):
-        place = _parse_place(found.scope)
-        groups.setdefault((place.user_scope, place.form), []).append((place, found))
-    rnns = [rnn for (scope, form), cells in groups.items() if (rnn := _group_rnn(scope, form, cells))]
-    return rnns
+    groups: dict[tuple[str, str], list[tuple[_Place, list[_Found]]]] = {}
+    for scope, specs in candidates(entries).items():
+        readings = [found for spec in specs if (found := _measure(scope, spec, entries, partial))]
+        if readings:
+            place = _parse_place(scope)
+            groups.setdefault((place.user_scope, place.form), []).append((place, readings))
+    return [rnn for (scope, form), cells in groups.items() if (rnn := _choose(scope, form, cells))]
 
 
 def cell_scope(target: RNN, layer: int, reverse: bool) -> str:
@@ -137,7 +88,7 @@ def member_name(target: RNN, layer: int, reverse: bool, role: str) -> str:
 
 
 def roles(kind: str) -> tuple[str, ...]:
-    spec = _default_spec(kind)
+    spec = default_spec(kind)
     return (*spec.members, *spec.optional)
 
 
@@ -152,35 +103,7 @@ def implicit(rnn: RNN) -> dict[str, tuple[int, ...]]:
 
 
 def _spec_for(target: RNN) -> TF1Cell:
-    for spec in CELLS:
-        if spec.cell_type == target.cell_type:
-            return spec
-    return _default_spec(target.kind)
-
-
-def _default_spec(kind: str) -> TF1Cell:
-    # LSTMCell over BasicLSTMCell: same variables, and it also covers projections and peepholes.
-    return {"lstm": _LSTM, "gru": _BY_SCOPE["gru_cell"], "rnn": _BY_SCOPE["basic_rnn_cell"]}[kind]
-
-
-def _find_cells(entries: Mapping[str, TensorEntry], partial: bool) -> list[_Found]:
-    candidates: dict[str, TF1Cell] = {}
-    for name in entries:
-        head, _, leaf = name.rpartition("/")
-        parent = head.rpartition("/")[2]
-        for spec, path in _BY_TAIL.get((parent, leaf), ()):
-            scope = name[: -len(path) - 1]
-            if name.endswith("/" + path) and scope.rpartition("/")[2] == spec.scope_name:
-                candidates.setdefault(scope, spec)
-        if leaf in _PEEPHOLES and head and parent not in _BY_SCOPE:
-            # A peephole LSTMCell built with a custom name (`LSTMCell(name="cell_1")`).
-            candidates.setdefault(head, _LSTM)
-    found = []
-    for scope, spec in candidates.items():
-        cell = _measure(scope, spec, entries, partial)
-        if cell is not None:
-            found.append(cell)
-    return found
+    return spec_for(target.cell_type, target.kind)
 
 
 def _measure(scope: str, spec: TF1Cell, entries: Mapping[str, TensorEntry], partial: bool) -> _Found | None:
@@ -216,7 +139,7 @@ def _lstm_dims(s: Shapes) -> tuple[int, int, int | None] | None:
         if len(p) != 2 or p[0] != units:
             return None
         proj = p[1]
-    if s.get("bias", (4 * units,)) != (4 * units,) or any(s[r] != (units,) for r in _PEEPHOLES if r in s):
+    if s.get("bias", (4 * units,)) != (4 * units,) or any(s[r] != (units,) for r in PEEPHOLES if r in s):
         return None
     input_size = kernel[0] - (proj or units)
     return (input_size, units, proj) if input_size > 0 else None
@@ -269,6 +192,38 @@ def _parse_place(cell_scope_name: str) -> _Place:
     return _Place("/".join(parts), form, layer, reverse)
 
 
+def _choose(user_scope: str, form: str, cells: list[tuple[_Place, list[_Found]]]) -> RNN | None:
+    """The RNN these cells make. A custom-named kernel-and-bias cell may read as an LSTM or a
+    vanilla RNN (tf1_candidates); the kind whose layers chain wins, and none when both do."""
+    if all(len(readings) == 1 for _, readings in cells):
+        return _group_rnn(user_scope, form, [(place, readings[0]) for place, readings in cells])
+    fits = []
+    for kind in KINDS:
+        picked = [(p, next((f for f in readings if f.spec.kind == kind), None)) for p, readings in cells]
+        chosen = [(p, f) for p, f in picked if f is not None]
+        if len(chosen) < len(picked) or not _chained(form, chosen):
+            continue
+        if rnn := _group_rnn(user_scope, form, chosen):
+            fits.append(rnn)
+    return fits[0] if len(fits) == 1 else None
+
+
+def _chained(form: str, cells: list[tuple[_Place, _Found]]) -> bool:
+    """Whether each layer reads what the layer below puts out (both directions of it when the
+    layers of a bidirectional RNN are stacked), and the first layer's directions read the same."""
+    by = {(p.layer, p.reverse): f for p, f in cells}
+    for (layer, reverse), f in by.items():
+        if layer == 0:
+            below = [] if not reverse else [by.get((0, False))]
+            wanted = below[0].input_size if below and below[0] else f.input_size
+        else:
+            below = [by.get((layer - 1, r)) for r in ((False, True) if form == "stack_bidi" else (reverse,))]
+            wanted = sum(b.proj or b.units for b in below if b is not None)
+        if None in below or f.input_size != wanted:
+            return False
+    return True
+
+
 def _group_rnn(user_scope: str, form: str, cells: list[tuple[_Place, _Found]]) -> RNN | None:
     kinds = {f.spec.kind for _, f in cells}
     types = {f.spec.cell_type for _, f in cells}
@@ -294,7 +249,7 @@ def _group_rnn(user_scope: str, form: str, cells: list[tuple[_Place, _Found]]) -
         bidirectional=bidirectional,
         stacking=stacking,
         proj=first.proj,
-        peepholes=any(r in first.members for r in _PEEPHOLES),
+        peepholes=any(r in first.members for r in PEEPHOLES),
         dtype=first.dtype,
         cell_name=first.scope.rpartition("/")[2],
         reset_after=layout(f"tf1.{first.spec.kind}").reset_after,  # GRUCell resets h before the matmul

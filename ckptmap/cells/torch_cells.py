@@ -15,14 +15,14 @@ from collections.abc import Mapping
 from ..errors import MappingError
 from ..tree import TensorEntry
 from .layouts import kind_with_gates, layout
-from .model import NOTE_UNEVEN, RNN, CellRef, require_layer_stacking
+from .model import DEFAULT_CLASSES, NOTE_UNEVEN, RNN, CellRef, require_layer_stacking
 
 ROLES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
 _NAME = re.compile(
     r"(?:(?P<scope>.+)/)?(?P<role>weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(?P<layer>\d+)"
     r"(?P<rev>_reverse)?"
 )
-_CELL_TYPES = {"lstm": "nn.LSTM", "gru": "nn.GRU", "rnn": "nn.RNN"}
+_CELL_TYPES = DEFAULT_CLASSES["torch"]
 
 
 def find(entries: Mapping[str, TensorEntry], *, partial: bool = False) -> list[RNN]:
