@@ -16,7 +16,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from .formats.keras2_names import INDEX, canonical_names
-from .restore import LoadReport, Source, check, computed, describe, matching, prepare, refuse_incomplete
+from .restore import (
+    LoadReport,
+    Source,
+    check,
+    computed,
+    describe,
+    matching,
+    notes_of,
+    prepare,
+    refuse_incomplete,
+)
 
 
 def load_into(
@@ -39,9 +49,10 @@ def load_into(
 
     >>> ckptmap.keras.load_into(model, "lstm.pt", "torch-to-keras")     # doctest: +SKIP
     """
-    _, mapped, plan = prepare(source, "keras", mapping, params, rename)
+    src, mapped, plan = prepare(source, "keras", mapping, params, rename)
     variables = model_variables(model)
     report = LoadReport(f"Keras model '{model.name}'", describe(source), plan.mappings)
+    report.notes = notes_of(src, plan)
     provided = {e.name: e for e in mapped.weights()}
     check(
         report,

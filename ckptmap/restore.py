@@ -121,6 +121,16 @@ def prepare(
     return ckpt, mapped, plan
 
 
+def notes_of(source: Checkpoint, plan: Plan) -> list[str]:
+    """What the reader and the mapping say about this load, as `convert` prints it: above all a
+    conversion that is not exact (a TF1 GRUCell in an nn.GRU computes something else after step 1)."""
+    scopes: dict[str, list[str]] = {}  # one note per reason: a `match` rule declares it per tensor
+    for a in plan.approximations:
+        scopes.setdefault(a.reason.strip(), []).append(a.scope)
+    approximate = [f"NOT EXACT ({', '.join(dict.fromkeys(s))}): {why}" for why, s in scopes.items()]
+    return [*source.notes, *plan.notes, *approximate]
+
+
 def computed(plan: Plan) -> set[str]:
     return {t.name for t in plan.converted}
 

@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from . import api
-from .restore import LoadReport, Source, check, computed, describe, prepare, refuse_incomplete
+from .restore import (
+    LoadReport,
+    Source,
+    check,
+    computed,
+    describe,
+    notes_of,
+    prepare,
+    refuse_incomplete,
+)
 from .rules.plan import Plan
 from .tree import Checkpoint
 
@@ -53,6 +62,7 @@ def restore(
     with session.graph.as_default():
         variables = _variables(v1, var_list, scope)
         report = LoadReport(_target(session, scope), describe(source), plan.mappings)
+        report.notes = notes_of(src, plan)
         provided = {e.name: e for e in mapped.entries.values() if e.kind == "weight" or e.name in variables}
         check(
             report,

@@ -18,7 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from .restore import LoadReport, Source, check, computed, describe, matching, prepare, refuse_incomplete
+from .restore import (
+    LoadReport,
+    Source,
+    check,
+    computed,
+    describe,
+    matching,
+    notes_of,
+    prepare,
+    refuse_incomplete,
+)
 
 Module = Any  # torch.nn.Module; torch is imported only when a hook runs
 
@@ -47,8 +57,9 @@ def load_into(
     """
     import torch
 
-    _, mapped, plan = prepare(source, "torch", mapping, params, rename)
+    src, mapped, plan = prepare(source, "torch", mapping, params, rename)
     report = LoadReport(f"{type(module).__name__} module", describe(source), plan.mappings)
+    report.notes = notes_of(src, plan)
     own = {name: tuple(t.shape) for name, t in module.state_dict().items()}
     provided = {e.name.replace("/", "."): e for e in mapped.weights()}
     check(report, model=own, provided={k: e.shape for k, e in provided.items()})
@@ -57,7 +68,9 @@ def load_into(
             report, what="module tensors", hint="pass strict=False to load what fits, or a mapping"
         )
     state = {
-        k: _tensor(torch, provided[k].read()) for k in own if k in provided and provided[k].shape == own[k]
+        k: tensor_from_numpy(torch, provided[k].read())
+        for k in own
+        if k in provided and provided[k].shape == own[k]
     }
     module.load_state_dict(state, strict=strict)
     report.loaded = list(state)
@@ -69,7 +82,7 @@ def load_into(
     return report
 
 
-def _tensor(torch: Any, array: np.ndarray) -> Any:
+def tensor_from_numpy(torch: Any, array: np.ndarray) -> Any:
     """A torch tensor owning a copy of `array` (bfloat16 comes from ml_dtypes, which torch does not know)."""
     if array.dtype.name == "bfloat16":
         return torch.from_numpy(np.ascontiguousarray(array).view(np.uint16).copy()).view(torch.bfloat16)

@@ -106,6 +106,7 @@ def render_verify(report: VerifyReport) -> list[str]:
             why = p.message or f"max abs error {_num(p.max_abs)} > tolerance {p.tolerance:g}"
             declared = f" The mapping declares it approximate: {p.approximate}" if p.approximate else ""
             notes.append(f"{i}. {why}.{declared}")
+        notes += [f"{i}. {n}." for n in p.notes]
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     lines += [
         "  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
@@ -117,9 +118,28 @@ def render_verify(report: VerifyReport) -> list[str]:
         )
     if not report.pairs:
         lines.append("No RNN found in the source to verify.")
-    passed = sum(p.passes(report.strict) for p in report.pairs)
-    lines.append(f"{'OK' if report.ok else 'FAILED'}: {passed} of {len(report.pairs)} RNNs verified.")
+    lines.append(summary(report))
     return lines
+
+
+def summary(report: VerifyReport) -> str:
+    """`OK: 1 equal, 2 approximate (max abs error 1.4, allowed by tf1-to-torch rule 'gru')`: the
+    verdicts counted, never a bare OK beside a large error."""
+    from ..verification.report import APPROXIMATE, DIFFERS, EQUAL, MISSING, NO_RESTORE
+
+    parts = []
+    for verdict in (EQUAL, APPROXIMATE, DIFFERS, NO_RESTORE, MISSING):
+        pairs = [p for p in report.pairs if p.verdict == verdict]
+        if not pairs:
+            continue
+        details = []
+        if verdict in (APPROXIMATE, DIFFERS) and any(p.cases for p in pairs):  # not: "different RNNs"
+            details.append(f"max abs error {max(p.max_abs for p in pairs if p.cases):.2g}")
+        if verdict == APPROXIMATE:
+            rules = ", ".join(dict.fromkeys(p.approximated_by or "the mapping" for p in pairs))
+            details.append("not allowed: --strict" if report.strict else f"allowed by {rules}")
+        parts.append(f"{len(pairs)} {verdict}" + (f" ({', '.join(details)})" if details else ""))
+    return f"{'OK' if report.ok else 'FAILED'}: {', '.join(parts) or 'no RNN verified'}."
 
 
 def render_into(report: IntoReport) -> list[str]:
@@ -137,6 +157,7 @@ def render_into(report: IntoReport) -> list[str]:
             )
         if r.error:
             lines.append(f"    {report.framework} says: {r.error}")
+        lines += [f"    note: {n}" for n in r.notes]
     if report.unused:
         lines.append(f"  Not read by any model ({len(report.unused)}):")
         for u in report.unused:

@@ -32,7 +32,7 @@ from ..formats.keras_names import LAYER_CLASSES, RNN_CELL_ROLES
 from ..tree import Checkpoint
 from .backends import backend, import_framework, quiet_stderr
 from .cases import Batch, Run
-from .outcome import Outcome
+from .outcome import Outcome, framework_message
 
 _KEY = re.compile(r"layers/(?P<cls>[a-z_]+?)(?:_(?P<n>\d+))?/")
 
@@ -64,7 +64,7 @@ def restore_and_run(
         try:
             _restore(ckpt, model, [p for p in parts if p.ours])
         except Exception as e:  # the framework's own loader refused: report its words
-            outcome.error = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+            outcome.error = framework_message(e)
             return outcome
         for batch in batches:
             outcome.runs.append(_run(rnn, plan, model, batch))
@@ -135,7 +135,7 @@ def _build(keras: Any, plan: list[_Layer], *, plain_names: bool) -> tuple[Any, l
             inputs.append(source)
         initial = []
         for _ in range(rnn.directions):
-            for _ in ("h", "c") if rnn.kind == "lstm" else ("h",):
+            for _ in _state_parts(rnn):
                 state = keras.Input(shape=(rnn.units,))
                 inputs.append(state)
                 initial.append(state)
@@ -185,10 +185,10 @@ def _restore(ckpt: Checkpoint, model: Any, ours: list[_Layer]) -> None:
 
 def _run(rnn: RNN, plan: list[_Layer], model: Any, batch: Batch) -> Run:
     """Feed our layers the batch (other layers zeros) and read back our outputs and final states."""
-    parts = ("h", "c") if rnn.kind == "lstm" else ("h",)
+    parts = _state_parts(rnn)
     feeds, ours_outputs, position = [], [], 0
     for part in plan:
-        width = len(parts) * part.rnn.directions
+        width = len(_state_parts(part.rnn)) * part.rnn.directions  # each layer has its own state inputs
         if part.ours:
             if part.layer == 0:
                 feeds.append(batch.x)
@@ -208,3 +208,7 @@ def _run(rnn: RNN, plan: list[_Layer], model: Any, batch: Batch) -> Run:
             states[(layer, reverse)] = {p: finals[d * len(parts) + j] for j, p in enumerate(parts)}
     last = max(ours_outputs)[1]
     return Run(results[last], states)
+
+
+def _state_parts(rnn: RNN) -> tuple[str, ...]:
+    return ("h", "c") if rnn.kind == "lstm" else ("h",)

@@ -81,7 +81,9 @@ class PairResult:
     cases: list[CaseErrors] = field(default_factory=list)
     first_step_abs: float | None = None  # one step from zeros: what an approximate GRU must still match
     approximate: str | None = None  # the mapping's stated reason, when it declares the pair approximate
+    approximated_by: str | None = None  # the mapping and rule that declare it ("tf1-to-torch rule 'gru'")
     message: str | None = None
+    notes: list[str] = field(default_factory=list)  # how a side was restored, when not the usual way
 
     @property
     def max_abs(self) -> float:
@@ -105,7 +107,9 @@ class PairResult:
             "max_rel": self.max_rel,
             "first_step_abs": self.first_step_abs,
             "approximate": self.approximate,
+            "approximated_by": self.approximated_by,
             "message": self.message,
+            "notes": self.notes,
             "cases": [vars(c) for c in self.cases],
         }
 
@@ -160,6 +164,7 @@ class RestoreResult:
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
     error: str | None = None
     ran: bool = False
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -171,6 +176,7 @@ class RestoreResult:
             "ok": self.ok,
             "ran": self.ran,
             "error": self.error,
+            "notes": self.notes,
             "missing": [vars(m) for m in self.missing],
             "shape_mismatches": [
                 {"name": n, "model": list(a), "checkpoint": list(b)} for n, a, b in self.mismatched

@@ -8,6 +8,7 @@ plan says which targets each source tensor became).
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Mapping as MappingABC
 from collections.abc import Sequence
@@ -123,6 +124,7 @@ def verify_into(
                     outcome.mismatched,
                     outcome.error,
                     ran=bool(outcome.runs),
+                    notes=outcome.notes,
                 )
             )
         unused = [Missing(e.name, e.shape) for e in ckpt.weights() if e.name not in expected]
@@ -194,10 +196,10 @@ def _compare_pair(
 ) -> PairResult:
     src_rnn, dst_rnn = found.rnn, match.rnn
     tol = tolerance_for(src_rnn.dtype, tolerance)
-    approximate = next(
-        (a.reason for a in plan.approximations if a.scope == (src_rnn.scope or "(root)")), None
-    )
+    declared = next((a for a in plan.approximations if a.scope == (src_rnn.scope or "(root)")), None)
+    approximate = declared.reason if declared else None
     result = PairResult(src_rnn, dst_rnn, DIFFERS, tol, approximate=approximate)
+    result.approximated_by = _rule_label(declared.rule) if declared else None
     shape = ("kind", "input_size", "units", "layers", "bidirectional", "proj")
     if any(getattr(src_rnn, a) != getattr(dst_rnn, a) for a in shape):
         result.message = f"different RNNs: {src_rnn.describe()} vs {dst_rnn.describe()}"
@@ -215,6 +217,7 @@ def _compare_pair(
         outcome = (
             backend(fw).load().restore_and_run(rec.rnn, rec.view, runs, by="checkpoint", options=options)
         )
+        result.notes += [f"the {side}: {n}" for n in outcome.notes]
         if not outcome.restored:
             result.verdict = NO_RESTORE
             result.message = f"the {side} does not restore into a fresh {fw} model: {_why(outcome)}"
@@ -235,6 +238,20 @@ def _compare_pair(
     elif approximate and first is not None and first.within:
         result.verdict = APPROXIMATE
     return result
+
+
+# Approximation.rule is a rule's `where()`: "rule 3 'gru' (/.../mappings/tf1-to-torch.yaml:48)".
+_WHERE = re.compile(r"rule (?P<index>\d+)(?: '(?P<name>[^']*)')? \((?P<file>.*):\d+\)")
+
+
+def _rule_label(where: str) -> str:
+    """`tf1-to-torch rule 'gru'`: which mapping and rule declare a pair approximate, short enough
+    for a summary line."""
+    m = _WHERE.fullmatch(where)
+    if m is None:
+        return where
+    rule = f"'{m['name']}'" if m["name"] else m["index"]
+    return f"{Path(m['file']).stem} rule {rule}"
 
 
 def _why(outcome: Any) -> str:

@@ -1,17 +1,20 @@
 """Fresh TF1 graphs for a recognized RNN, restored with tf.compat.v1.train.Saver.
 
-The graph is what TF1 code builds: `dynamic_rnn` over a cell or a MultiRNNCell,
-`bidirectional_dynamic_rnn` (over MultiRNNCells for per-direction stacks), or the per-layer
-scopes of contrib's `stack_bidirectional_dynamic_rnn`, under the RNN's own scope. Its variables
-therefore carry the names `cells.tf1_cells.member_name` gives. Restoring `by="checkpoint"` maps
-each variable to the key the checkpoint stores it under (a Saver var_list, still TF's own restore
-op); `by="model"` asks the checkpoint for the graph's own names, as a user's Saver would.
+The graph is what the names describe: each cell (LSTMCell, GRUCell, ..., under the cell name the
+checkpoint gives it) sits in the very scope its variables were saved under, whether the original
+code called it directly, wrapped it in `dynamic_rnn`, a MultiRNNCell, `bidirectional_dynamic_rnn`
+or contrib's `stack_bidirectional_dynamic_rnn`, or named scopes of its own. An RNN that is not a
+TF1 one gets the scopes TF's own wrappers give (`cells.tf1_cells.cell_scope`). Restoring
+`by="checkpoint"` maps each variable to the key the checkpoint stores it under (a Saver var_list,
+still TF's own restore op); `by="model"` asks the checkpoint for the graph's own names, as a user's
+Saver would.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -20,7 +23,7 @@ from ..cells.model import RNN, STACK_PER_DIRECTION
 from ..tree import Checkpoint
 from .backends import backend, import_framework, quiet_stderr
 from .cases import Batch, Run
-from .outcome import Outcome
+from .outcome import Outcome, framework_message
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TF1 cells need tf-keras; must precede the TF import
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -45,7 +48,7 @@ def restore_and_run(
             try:
                 v1.train.Saver(var_list).restore(sess, str(ckpt.path))
             except tf.errors.OpError as e:
-                outcome.error = e.message.strip().splitlines()[0]
+                outcome.error = framework_message(e.message)
                 return outcome
             for batch in batches:
                 feed = {x: batch.x.astype(x.dtype.as_numpy_dtype)}
@@ -60,93 +63,100 @@ def restore_and_run(
 def _as_tf1(rnn: RNN) -> RNN:
     """The RNN as a TF1 graph describes it: TF1 cell classes, TF's own scope names for the cells."""
     if rnn.framework == "tf1":
-        return replace(rnn, cell_name=None)
+        return rnn
     cell_type = {"lstm": "LSTMCell", "gru": "GRUCell", "rnn": "BasicRNNCell"}[rnn.kind]
-    return replace(rnn, framework="tf1", cell_type=cell_type, cell_name=None)
+    return replace(rnn, framework="tf1", cell_type=cell_type, cell_name=None, cells=())
 
 
-def _cell(v1: Any, rnn: RNN, forget_bias: float) -> Any:
+def _cell_scope(rnn: RNN, layer: int, reverse: bool) -> str:
+    """Where this cell's variables live: the scope the checkpoint gives it (a cell called directly,
+    a custom scope or cell name, any of TF's RNN wrappers), else the one TF's own wrappers give."""
+    if rnn.cells:
+        return rnn.cell(layer, reverse).scope
+    return tf1_cells.cell_scope(rnn, layer, reverse)
+
+
+def _cell(v1: Any, rnn: RNN, forget_bias: float, name: str) -> Any:
     cells = v1.nn.rnn_cell
     if rnn.kind == "lstm" and rnn.cell_type == "BasicLSTMCell":
-        return cells.BasicLSTMCell(rnn.units, forget_bias=forget_bias)
+        return cells.BasicLSTMCell(rnn.units, forget_bias=forget_bias, name=name)
     if rnn.kind == "lstm":
         return cells.LSTMCell(
-            rnn.units, use_peepholes=rnn.peepholes, num_proj=rnn.proj, forget_bias=forget_bias
+            rnn.units, use_peepholes=rnn.peepholes, num_proj=rnn.proj, forget_bias=forget_bias, name=name
         )
-    return cells.GRUCell(rnn.units) if rnn.kind == "gru" else cells.BasicRNNCell(rnn.units)
+    cls = cells.GRUCell if rnn.kind == "gru" else cells.BasicRNNCell
+    return cls(rnn.units, name=name)
 
 
 def _build(tf: Any, v1: Any, rnn: RNN, forget_bias: float) -> tuple[Any, dict, Any, dict]:
-    """Placeholders for inputs and initial states, the RNN, its output and final states."""
+    """Placeholders for inputs and initial states, the RNN, its output and final states.
+
+    Each cell runs in its own `dynamic_rnn` inside the exact scope the names give it, so the graph
+    reads what the checkpoint holds however the original code wrapped the cell. The arithmetic is
+    that of the original: a MultiRNNCell computes layer after layer, a bw direction runs on the
+    reversed sequence (bidirectional_dynamic_rnn reverses it with array_ops.reverse when no
+    sequence_length is given; tensorflow/python/ops/rnn.py), and `stacking` says whether a layer of a
+    bidirectional RNN reads both directions of the layer before or only its own direction's.
+    """
     dtype = tf.bfloat16 if rnn.dtype == "bfloat16" else tf.as_dtype(rnn.dtype)
     x = v1.placeholder(dtype, [None, None, rnn.input_size], name="inputs")
     inputs: dict[tuple[int, bool], dict[str, Any]] = {}
+    raw: dict[tuple[int, bool], Any] = {}
 
-    def state(layer: int, reverse: bool) -> Any:
+    def run(layer: int, reverse: bool, sequence: Any) -> Any:
         parts = {"h": v1.placeholder(dtype, [None, rnn.proj or rnn.units])}
         if rnn.kind == "lstm":
             parts["c"] = v1.placeholder(dtype, [None, rnn.units])
         inputs[(layer, reverse)] = parts
-        return v1.nn.rnn_cell.LSTMStateTuple(parts["c"], parts["h"]) if rnn.kind == "lstm" else parts["h"]
-
-    def cell() -> Any:
-        return _cell(v1, rnn, forget_bias)
-
-    def stack(reverse: bool) -> tuple[Any, Any]:
-        if rnn.layers == 1:
-            return cell(), state(0, reverse)
-        return v1.nn.rnn_cell.MultiRNNCell([cell() for _ in range(rnn.layers)]), tuple(
-            state(k, reverse) for k in range(rnn.layers)
-        )
-
-    raw: dict[tuple[int, bool], Any] = {}
-    scope = v1.variable_scope(rnn.scope) if rnn.scope else contextlib.nullcontext()
-    with scope:
-        if not rnn.bidirectional:
-            c, s0 = stack(False)
-            output, final = v1.nn.dynamic_rnn(c, x, initial_state=s0)
-            raw.update(_per_layer(final, rnn.layers, False))
-        elif rnn.layers == 1 or rnn.stacking == STACK_PER_DIRECTION:
-            (cf, sf), (cb, sb) = stack(False), stack(True)
-            (fw, bw), (final_fw, final_bw) = v1.nn.bidirectional_dynamic_rnn(
-                cf, cb, x, initial_state_fw=sf, initial_state_bw=sb
+        initial = v1.nn.rnn_cell.LSTMStateTuple(parts["c"], parts["h"]) if rnn.kind == "lstm" else parts["h"]
+        parent, _, name = _cell_scope(rnn, layer, reverse).rpartition("/")
+        if reverse:
+            sequence = tf.reverse(sequence, [1])
+        with _exact_scope(v1, parent) as scope:
+            output, raw[(layer, reverse)] = v1.nn.dynamic_rnn(
+                _cell(v1, rnn, forget_bias, name), sequence, initial_state=initial, scope=scope
             )
-            output = tf.concat([fw, bw], -1)
-            raw.update(_per_layer(final_fw, rnn.layers, False))
-            raw.update(_per_layer(final_bw, rnn.layers, True))
-        else:
-            # contrib.rnn.stack_bidirectional_dynamic_rnn: one bidirectional_dynamic_rnn per layer under
-            # stack_bidirectional_rnn/cell_<k>, each reading both directions of the layer before.
-            output = x
-            with v1.variable_scope("stack_bidirectional_rnn"):
-                for k in range(rnn.layers):
-                    with v1.variable_scope(f"cell_{k}"):
-                        (fw, bw), (final_fw, final_bw) = v1.nn.bidirectional_dynamic_rnn(
-                            cell(),
-                            cell(),
-                            output,
-                            initial_state_fw=state(k, False),
-                            initial_state_bw=state(k, True),
-                        )
-                    output = tf.concat([fw, bw], -1)
-                    raw[(k, False)], raw[(k, True)] = final_fw, final_bw
+        return tf.reverse(output, [1]) if reverse else output
+
+    if not rnn.bidirectional:
+        output = x
+        for k in range(rnn.layers):
+            output = run(k, False, output)
+    elif rnn.stacking == STACK_PER_DIRECTION:
+        fw = bw = x
+        for k in range(rnn.layers):
+            fw, bw = run(k, False, fw), run(k, True, bw)
+        output = tf.concat([fw, bw], -1)
+    else:
+        output = x
+        for k in range(rnn.layers):
+            output = tf.concat([run(k, False, output), run(k, True, output)], -1)
     finals = {key: ({"h": s.h, "c": s.c} if rnn.kind == "lstm" else {"h": s}) for key, s in raw.items()}
     return x, inputs, output, finals
 
 
-def _per_layer(final: Any, layers: int, reverse: bool) -> dict[tuple[int, bool], Any]:
-    return {(0, reverse): final} if layers == 1 else {(k, reverse): final[k] for k in range(layers)}
+@contextlib.contextmanager
+def _exact_scope(v1: Any, name: str) -> Iterator[Any]:
+    """The variable scope called `name` from the root ('' is the root itself), to hand to
+    dynamic_rnn as a VariableScope: given one, dynamic_rnn re-enters it instead of opening `rnn`."""
+    if not name:
+        yield v1.get_variable_scope()
+        return
+    with v1.variable_scope(name) as scope:
+        yield scope
 
 
 def _variable_names(model: RNN, variables: dict[str, Any]) -> dict[str, tuple[int, bool, str]]:
-    """Each graph variable's (layer, reverse, role), found through the naming table."""
+    """Each graph variable's (layer, reverse, role), from its cell's scope and the cell's table."""
+    spec = next((c for c in tf1_cells.CELLS if c.cell_type == model.cell_type), None)
+    paths = {**spec.members, **spec.optional} if spec else {}
     names = {}
     for layer in range(model.layers):
         for reverse in (False, True) if model.bidirectional else (False,):
-            for role in tf1_cells.cell_roles(model):
-                name = tf1_cells.member_name(model, layer, reverse, role)
-                if name in variables:
-                    names[name] = (layer, reverse, role)
+            scope = _cell_scope(model, layer, reverse)
+            for role, path in paths.items():
+                if f"{scope}/{path}" in variables:
+                    names[f"{scope}/{path}"] = (layer, reverse, role)
     stray = sorted(set(variables) - set(names))
     if stray:  # the builder and the naming table disagree: a bug in ckptmap, not in the checkpoint
         raise AssertionError(f"TF1 graph made variables the naming table does not know: {stray}")

@@ -2,13 +2,17 @@
 
 The state dict comes from torch's own loader for the file: `torch.load(weights_only=True)` for
 torch.save files (the nested dict of a training checkpoint is found by its keys) and
-`safetensors.torch.load_file` for safetensors.
+`safetensors.torch.load_file` for safetensors. A whole pickled module (`torch.save(model)`) is
+refused by `weights_only=True`, and unpickling it any other way would run its code: its tensors
+come from ckptmap's own reader, which took the pickle apart without running anything.
 """
 
 from __future__ import annotations
 
+import pickle
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +21,7 @@ from ..cells.model import RNN
 from ..tree import Checkpoint
 from .backends import backend, import_framework
 from .cases import Batch, Run
-from .outcome import Outcome
+from .outcome import Outcome, framework_message
 
 _PARAM = re.compile(
     r"(?P<role>weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(?P<layer>\d+)(?P<rev>_reverse)?"
@@ -34,9 +38,9 @@ def restore_and_run(
     outcome = Outcome("torch", [prefix + k for k in local])
     sources = {k: _source_key(rnn, ckpt, prefix, k, by) for k in local}
     try:
-        state = _load(torch, ckpt, [s for s in sources.values() if s is not None])
+        state = _load(torch, ckpt, [s for s in sources.values() if s is not None], outcome)
     except Exception as e:  # the framework's own loader refused the file
-        outcome.error = f"{type(e).__name__}: {str(e).strip().splitlines()[0]}"
+        outcome.error = framework_message(e)
         return outcome
     chosen = {}
     for k, key in sources.items():
@@ -51,7 +55,7 @@ def restore_and_run(
     try:
         module.load_state_dict(chosen, strict=True)
     except RuntimeError as e:
-        outcome.error = str(e).strip().splitlines()[0]
+        outcome.error = framework_message(e)
         return outcome
     directions = 2 if rnn.bidirectional else 1
     with torch.no_grad():
@@ -101,13 +105,27 @@ def _source_key(rnn: RNN, ckpt: Checkpoint, prefix: str, local: str, by: str) ->
     return entry.key if entry else None
 
 
-def _load(torch: Any, ckpt: Checkpoint, keys: list[str]) -> Mapping[str, Any]:
+def _load(torch: Any, ckpt: Checkpoint, keys: list[str], outcome: Outcome) -> Mapping[str, Any]:
     if ckpt.format == "safetensors":
         from safetensors.torch import load_file
 
         return load_file(str(ckpt.path))
-    loaded = torch.load(str(ckpt.path), weights_only=True, map_location="cpu")
+    try:
+        loaded = torch.load(str(ckpt.path), weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError:  # weights_only refuses the file: a pickled module, or other objects
+        outcome.notes.append(
+            f"torch.load(weights_only=True) refuses {Path(str(ckpt.path)).name} (it pickles objects, not "
+            "only tensors); its tensors were read by ckptmap, which runs none of the pickle's code"
+        )
+        return _from_reader(torch, ckpt, set(keys))
     return _best_mapping(loaded, set(keys)) or {}
+
+
+def _from_reader(torch: Any, ckpt: Checkpoint, keys: set[str]) -> dict[str, Any]:
+    """The tensors ckptmap's own (never executing) pickle reader found, by their keys in the file."""
+    from ..torch import tensor_from_numpy
+
+    return {e.key: tensor_from_numpy(torch, e.read()) for e in ckpt.entries.values() if e.key in keys}
 
 
 def _best_mapping(obj: Any, keys: set[str], depth: int = 0) -> Mapping[str, Any] | None:

@@ -159,3 +159,68 @@ def test_keras_gru_of_the_wrong_flavour_is_refused_with_a_hint():
     np.testing.assert_allclose(
         np.asarray(model(io["x"])), io["y"], atol=TOL, rtol=0
     )  # exact: GRUCell = reset_after=False
+
+
+# --- what the mapping says goes into the report ------------------------------------------------------------
+
+
+def test_torch_load_into_says_a_tf1_gru_is_not_exact():
+    import torch
+
+    io = np.load(SAMPLES / "tf1_gru" / "io.npz")
+    module = torch.nn.GRU(3, 4, batch_first=True)
+    report = ckptmap.torch.load_into(module, SAMPLES / "tf1_gru", "tf1-to-torch", rename={"^encoder/": ""})
+    [note] = [n for n in report.notes if n.startswith("NOT EXACT (encoder)")]
+    assert "reset gate" in note and f"note: {note}" in str(report) and note in report.to_dict()["notes"]
+    with torch.no_grad():
+        y = module(torch.from_numpy(io["x"]))[0].numpy()
+    # What "not exact" means: the first step from a zero state agrees, later steps drift.
+    np.testing.assert_allclose(y[:, 0], io["y"][:, 0], atol=TOL, rtol=0)
+    assert np.abs(y - io["y"]).max() > 1e-3
+
+
+def test_tf1_restore_says_a_torch_gru_is_not_exact(tmp_path):
+    import torch
+
+    from tests.verification.conftest import INPUT, UNITS, torch_source
+
+    src = torch_source(tmp_path / "gru.pt", "gru", zero_b_hn=True)  # b_hn = 0: the first step agrees
+    module = torch.nn.GRU(INPUT, UNITS, batch_first=True)
+    module.load_state_dict(torch.load(src, weights_only=True))
+    xs = np.random.default_rng(1).standard_normal((2, 6, INPUT)).astype(np.float32)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(xs))[0].numpy()
+    tf, v1 = tf1()
+    with tf.Graph().as_default(), v1.Session() as sess:
+        x = v1.placeholder(tf.float32, [None, None, INPUT])
+        y, _ = v1.nn.dynamic_rnn(v1.nn.rnn_cell.GRUCell(UNITS), x, dtype=tf.float32)
+        report = ckptmap.tf1.restore(sess, src)
+        got = sess.run(y, {x: xs})
+    assert report.mappings == ["torch-to-tf1"] and any("NOT EXACT ((root))" in n for n in report.notes)
+    assert any("b_hn" in n for n in report.notes) and "note: NOT EXACT" in str(report)
+    np.testing.assert_allclose(got[:, 0], expected[:, 0], atol=TOL, rtol=0)
+
+
+def test_keras_load_into_carries_a_user_mappings_approximation(tmp_path):
+    import keras
+
+    lossy = tmp_path / "rounded.yaml"
+    lossy.write_text(
+        "name: rounded-kernels\ndescription: LSTM kernels as a quantizing exporter left them.\n"
+        "from: keras\nto: keras\nunmatched: keep\nrules:\n"
+        "  - name: rounded kernels\n    match: '(?P<layer>lstm(?:_1)?)/cell/kernel'\n"
+        "    to: {'{layer}/cell/kernel': 'src'}\n    approximate: the exporter rounded the input kernels.\n"
+    )
+    io = np.load(SAMPLES / "torch_lstm.io.npz")
+    model = keras.Sequential(
+        [
+            keras.Input((None, 3)),
+            keras.layers.LSTM(8, return_sequences=True, name="lstm"),
+            keras.layers.LSTM(8, return_sequences=True, name="lstm_1"),
+        ]
+    )
+    report = ckptmap.keras.load_into(model, SAMPLES / "torch_lstm.pt", ["torch-to-keras", lossy])
+    assert report.notes == [
+        "NOT EXACT (lstm/cell/kernel, lstm_1/cell/kernel): the exporter rounded the input kernels."
+    ]
+    np.testing.assert_allclose(np.asarray(model(io["x"])), io["y"], atol=TOL, rtol=0)

@@ -47,10 +47,28 @@ def test_real_bidirectional_over_multirnncells_restores_into_tf1():
     assert result.ok and result.rnn.stacking == "per_direction"
 
 
-def test_real_custom_cell_names_are_pointed_out():
-    # kokkini: LSTMCell(name="cell_1") with peepholes; a graph using TF's default name would not restore.
-    report = verify_into(REAL / "kokkini_peephole_lstm_customname", "tf1")
+def test_real_custom_cell_names_restore_into_tf1():
+    # kokkini: LSTMCell(name="cell_1") with peepholes inside a MultiRNNCell; the fresh graph names its
+    # cells as the checkpoint does, as the author's code did.
+    [result] = verify_into(REAL / "kokkini_peephole_lstm_customname", "tf1").results
+    assert result.ok and result.rnn.peepholes and result.rnn.layers == 2
+
+
+def test_real_attention_decoder_cells_called_directly_restore_into_tf1():
+    # g2p-seq2seq: the decoder's GRUCell is called inside attention_decoder/decoder (no rnn/ scope),
+    # the encoder is a bidirectional_dynamic_rnn.
+    report = verify_into(REAL / "g2p_attseq2seq_gru_kernel_tf12", "tf1")
+    assert report.ok and sorted(r.rnn.scope for r in report.results) == [
+        "model/att_seq2seq/decode/attention_decoder/decoder",
+        "model/att_seq2seq/encode/bidi_rnn_encoder",
+    ]
+
+
+def test_real_old_names_are_paired_with_the_same_cells_old_names():
+    # The same graph saved by TF 1.1: the fresh graph wants kernel/bias where the cells are, and each
+    # missing name is offered the same cell's weights/biases, of the same direction.
+    report = verify_into(REAL / "g2p_attseq2seq_gru_weights_tf11", "tf1")
     missing = {m.name: m.suggestion for r in report.results for m in r.missing}
-    assert (
-        missing["rnn/multi_rnn_cell/cell_0/lstm_cell/w_f_diag"] == "rnn/multi_rnn_cell/cell_0/cell_1/w_f_diag"
-    )
+    assert not report.ok and len(missing) == 12 and report.hints
+    for name, suggestion in missing.items():
+        assert suggestion == name.replace("/kernel", "/weights").replace("/bias", "/biases")
