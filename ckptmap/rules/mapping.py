@@ -131,8 +131,11 @@ def resolve_params(spec: schema.MappingSpec, given: MappingABC[str, Any]) -> dic
     values = {name: p.default for name, p in spec.params.items()}
     for name, raw in given.items():
         if name not in spec.params:
+            from ..suggest import did_you_mean
+
             known = ", ".join(spec.params) or "none"
-            raise UsageError(f"Mapping {spec.name} has no parameter '{name}' (parameters: {known}).")
+            hint = did_you_mean(name, spec.params) or "."
+            raise UsageError(f"Mapping {spec.name} has no parameter '{name}'{hint} Parameters: {known}.")
         value = yaml.safe_load(raw) if isinstance(raw, str) else raw
         default = spec.params[name].default
         if isinstance(default, bool) != isinstance(value, bool) or (

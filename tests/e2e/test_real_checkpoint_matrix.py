@@ -29,9 +29,9 @@ CASES: dict[tuple[str, str, str], dict[str, str]] = {
         "torch": "refused: each direction is stacked on its own",
         "keras": "refused: each direction is stacked on its own",
     },
-    ("g2p_attseq2seq_gru_kernel_tf12", "", "tf1"): {"torch": "verified"},
-    ("g2p_attseq2seq_gru_weights_tf11", "", "tf1"): {"torch": "verified"},
-    ("g2p_v2_gru_weights_tf10", "", "tf1"): {"torch": "verified"},
+    ("g2p_attseq2seq_gru_kernel_tf12", "", "tf1"): {"torch": "verified", "keras": "verified"},
+    ("g2p_attseq2seq_gru_weights_tf11", "", "tf1"): {"torch": "verified", "keras": "verified"},
+    ("g2p_v2_gru_weights_tf10", "", "tf1"): {"torch": "verified", "keras": "verified"},
     ("keras211_gru_simplernn_weightsonly", "model_gru.h5", "keras"): {"torch": "verified", "tf1": "verified"},
     ("keras3_gru_resetafter_h5", "gru_model.h5", "keras"): {"torch": "verified", "tf1": APPROXIMATE_GRU_BIAS},
     ("keras3_lstm_weights_only_h5", "lstm_model.weights.h5", "keras"): {

@@ -112,8 +112,8 @@ def test_params_are_typed_by_their_default():
     }
     with pytest.raises(UsageError, match=r"takes a value like 1\.0"):
         mapping_lib.resolve_params(spec, {"forget_bias": "lots"})
-    with pytest.raises(UsageError, match="has no parameter 'forget'"):
-        mapping_lib.resolve_params(spec, {"forget": "1"})
+    with pytest.raises(UsageError, match="has no parameter 'forget_bia'; did you mean 'forget_bias'"):
+        mapping_lib.resolve_params(spec, {"forget_bia": "1"})
 
 
 def test_unknown_builtin_lists_the_builtins():
