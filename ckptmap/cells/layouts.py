@@ -135,21 +135,6 @@ def layout(key: str) -> GateLayout:
         raise RuleError(f"Unknown gate layout '{key}'; known layouts: {', '.join(_BY_KEY)}.") from None
 
 
-KINDS = ("lstm", "gru", "rnn")  # cell kinds; every framework fuses the same gates per kind
-
-
-def gate_count(kind: str) -> int:
-    """The gate blocks a `kind` cell fuses along its weights' gate axis: LSTM 4, GRU 3, RNN 1."""
-    return len(layout(f"torch.{kind}").gates)
-
-
-def kind_with_gates(width: int, units: int) -> str | None:
-    """The cell kind whose fused gate axis is `width` wide for `units` units (gates x units), if any."""
-    if units <= 0 or width % units:
-        return None
-    return next((kind for kind in KINDS if gate_count(kind) == width // units), None)
-
-
 def layout_keys() -> list[str]:
     return list(_BY_KEY)
 

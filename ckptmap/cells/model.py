@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..cell_kinds import default_class
 from ..errors import MappingError
 from .layouts import GateLayout, layout
 
@@ -23,13 +24,6 @@ STACK_LAYERS = "layers"
 STACK_PER_DIRECTION = "per_direction"
 # Set on an RNN whose layers have different sizes (possible in a TF1 MultiRNNCell, not in nn.LSTM).
 NOTE_UNEVEN = "layers differ in size"
-# The class each framework builds for a kind: what an RNN is called when no class was recorded
-# (an RNN a mapping is about to write has no class of its own yet).
-DEFAULT_CLASSES = {
-    "tf1": {"lstm": "LSTMCell", "gru": "GRUCell", "rnn": "BasicRNNCell"},
-    "torch": {"lstm": "nn.LSTM", "gru": "nn.GRU", "rnn": "nn.RNN"},
-    "keras": {"lstm": "LSTM", "gru": "GRU", "rnn": "SimpleRNN"},
-}
 
 
 def require_layer_stacking(target: RNN, framework: str) -> None:
@@ -96,7 +90,7 @@ class RNN:
     @property
     def class_name(self) -> str:
         """The cell or layer class: the recorded one, else the one its framework builds for the kind."""
-        return self.cell_type or DEFAULT_CLASSES.get(self.framework, {}).get(self.kind, self.kind.upper())
+        return self.cell_type or default_class(self.framework, self.kind)
 
     def describe(self) -> str:
         where = self.scope or "(root)"

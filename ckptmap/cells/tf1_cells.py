@@ -18,9 +18,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from ..cell_kinds import KIND_NAMES
 from ..errors import MappingError
 from ..tree import TensorEntry
-from .layouts import KINDS, layout
+from .layouts import layout
 from .model import NOTE_UNEVEN, RNN, STACK_LAYERS, STACK_PER_DIRECTION, CellRef
 from .tf1_candidates import candidates
 from .tf1_specs import CELLS, PEEPHOLES, TF1Cell, default_spec, spec_for
@@ -198,7 +199,7 @@ def _choose(user_scope: str, form: str, cells: list[tuple[_Place, list[_Found]]]
     if all(len(readings) == 1 for _, readings in cells):
         return _group_rnn(user_scope, form, [(place, readings[0]) for place, readings in cells])
     fits = []
-    for kind in KINDS:
+    for kind in KIND_NAMES:
         picked = [(p, next((f for f in readings if f.spec.kind == kind), None)) for p, readings in cells]
         chosen = [(p, f) for p, f in picked if f is not None]
         if len(chosen) < len(picked) or not _chained(form, chosen):

@@ -12,17 +12,17 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from ..cell_kinds import default_class, kind_with_gates
 from ..errors import MappingError
 from ..tree import TensorEntry
-from .layouts import kind_with_gates, layout
-from .model import DEFAULT_CLASSES, NOTE_UNEVEN, RNN, CellRef, require_layer_stacking
+from .layouts import layout
+from .model import NOTE_UNEVEN, RNN, CellRef, require_layer_stacking
 
 ROLES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
 _NAME = re.compile(
     r"(?:(?P<scope>.+)/)?(?P<role>weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(?P<layer>\d+)"
     r"(?P<rev>_reverse)?"
 )
-_CELL_TYPES = DEFAULT_CLASSES["torch"]
 
 
 def find(entries: Mapping[str, TensorEntry], *, partial: bool = False) -> list[RNN]:
@@ -109,7 +109,7 @@ def _module(
     return RNN(
         framework="torch",
         kind=kind,
-        cell_type=_CELL_TYPES[kind],
+        cell_type=default_class("torch", kind),
         scope=scope,
         input_size=refs[0].input_size,
         units=units,

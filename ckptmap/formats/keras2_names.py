@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from ..cells.layouts import kind_with_gates
+from ..cell_kinds import kind_with_gates
 from . import keras_names as kn
 
 INDEX = re.compile(r":\d+$")  # TF's output index on variable names

@@ -18,7 +18,7 @@ import h5py
 
 from .. import kinds
 from ..atomic import AtomicFiles
-from ..cells.layouts import kind_with_gates
+from ..cell_kinds import kind_with_gates
 from ..errors import CkptmapError, UnsupportedError, WriteError
 from ..tree import Checkpoint, TensorEntry
 from .keras3_h5 import CONTAINERS, one_line

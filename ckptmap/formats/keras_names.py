@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from ..cells.layouts import kind_with_gates
+from ..cell_kinds import KINDS, kind_with_gates
 
 # Object attributes in a path; every other component before the role is a layer (or nested model).
 CELL = "cell"
@@ -36,15 +36,16 @@ ATTRIBUTES = frozenset({CELL, *DIRECTIONS})
 # Variables in creation order, which is the order of Keras 3's `vars/<i>` and of tf-keras'
 # `weight_names` (keras/src/layers/rnn/gru.py, lstm.py, simple_rnn.py: kernel, recurrent_kernel, bias).
 RNN_CELL_ROLES = ("kernel", "recurrent_kernel", "bias")
-# The cells' own default names (`GRUCell(name=...)` defaults), as tf-keras writes them in weight names.
-CELL_NAMES = {"gru": "gru_cell", "lstm": "lstm_cell", "simple_rnn": "simple_rnn_cell"}
 # A Keras model's edges to its layers in TF2 checkpoints and tf-keras files: `layer-3`, and
 # `layer_with_weights-2` for the layers that have weights.
 LAYER_EDGE = re.compile(r"layer(?:_with_weights)?-\d+")
 LAYER_WITH_WEIGHTS = re.compile(r"layer_with_weights-\d+")
-# The Keras layer class of each cell kind, and its key (the snake-case class name).
-LAYER_CLASSES = {"lstm": "LSTM", "gru": "GRU", "rnn": "SimpleRNN"}
-LAYER_KEYS = {"lstm": "lstm", "gru": "gru", "rnn": "simple_rnn"}
+# From the table of cell kinds: the Keras layer class of each kind, its key (the snake-case class
+# name), and by key the cell's own default name, as tf-keras writes it in weight names.
+_KERAS = {k.name: k.of("keras") for k in KINDS if k.counterpart("keras")}
+LAYER_CLASSES = {name: keras.builds for name, keras in _KERAS.items()}
+LAYER_KEYS = {name: keras.key for name, keras in _KERAS.items()}
+CELL_NAMES = {keras.key: keras.cell_name for keras in _KERAS.values()}
 
 # Other common layers, by Keras class name: their variables in creation order.
 LAYER_ROLES: dict[str, tuple[str, ...]] = {

@@ -420,16 +420,11 @@ def _match_when(rule: MatchRule, entry: TensorEntry) -> bool:
 
 
 def _when(rule: CellRule, rnn: RNN) -> bool:
-    facts = {
-        "peepholes": rnn.peepholes,
-        "proj": rnn.proj is not None,
-        "bidirectional": rnn.bidirectional,
-        "bias": rnn.bias,
-        "layers": rnn.layers,
-        "cell_type": rnn.cell_type,
-        "stacking": rnn.stacking,
-        "reset_after": rnn.reset_after,
-    }
+    """Whether `rnn` has the facts the rule asks for. Each `when:` key (cell_kinds) is the RNN's
+    attribute of that name; `proj: true` asks whether there is a projection at all."""
+    facts = {key: getattr(rnn, key) for key in rule.when}
+    if "proj" in facts:
+        facts["proj"] = rnn.proj is not None
     return all(facts[k] == v for k, v in rule.when.items())
 
 

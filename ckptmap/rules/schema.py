@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import yamldoc
+from .. import cell_kinds, yamldoc
 from ..cells import layouts
 from ..cells.recognize import family
 from ..errors import RuleError, UsageError
@@ -42,16 +42,9 @@ POLICIES = {
 TOP_KEYS = {"name", "description", "from", "to", "params", "include", "rules", *POLICIES}
 # Conditions of a match rule on the tensor it matched.
 MATCH_WHEN_KEYS = {"ndim": int}
-WHEN_KEYS = {
-    "reset_after": bool,
-    "peepholes": bool,
-    "proj": bool,
-    "bidirectional": bool,
-    "bias": bool,
-    "layers": int,
-    "cell_type": str,
-    "stacking": str,
-}
+# Conditions of a cell rule on the RNN: the facts its kind has (cell_kinds), all of them for a
+# layout that names no kind.
+WHEN_KEYS = cell_kinds.when_facts()
 CELL_DIMS = ("input", "units", "proj", "recurrent", "layer")
 _GATE_LETTERS = {g for layout_ in layouts.LAYOUTS for g in layout_.gates}
 
@@ -370,7 +363,8 @@ def _required_literal(text: str) -> str | None:
 def _cell_rule(raw: dict, common: dict, params: Mapping[str, Param]) -> CellRule:
     _only(raw, "a cell rule", {"inputs"})  # `match` with `cell` is refused earlier
     source = layouts.layout(str(raw["cell"]))
-    when = _when(raw, WHEN_KEYS)
+    of_kind = source.cell in cell_kinds.KIND_NAMES
+    when = _when(raw, cell_kinds.kind(source.cell).when_facts if of_kind else WHEN_KEYS)
     _one_action(raw, common, "make")
     target, make = None, {}
     if "make" in raw:
@@ -399,7 +393,7 @@ def _when(raw: dict, allowed: Mapping[str, type]) -> dict[str, Any]:
         raise RuleError("'when' maps conditions to values")
     for key, value in when.items():
         if key not in allowed:
-            raise RuleError(f"'when' takes {', '.join(allowed)}, not '{key}'")
+            raise RuleError(f"'when' takes {', '.join(sorted(allowed))}, not '{key}'")
         # bool is an int to isinstance: `ndim: true` is a mistake, not 1.
         if not isinstance(value, allowed[key]) or (allowed[key] is int and isinstance(value, bool)):
             raise RuleError(f"'when: {key}' must be a {allowed[key].__name__}")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..cell_kinds import kind
 from ..cells.model import RNN
 
 StateKey = tuple[int, bool]  # (layer, reverse)
@@ -62,13 +63,14 @@ def nudged(data: list[Batch], scale: float = 1e-6, seed: int = 1) -> list[Batch]
 def batches(rnn: RNN, cases: tuple[Case, ...] = CASES, seed: int = 0) -> list[Batch]:
     """Seeded inputs and initial states for `rnn`; the same seed gives both sides the same numbers."""
     rng = np.random.default_rng(seed)
+    state = kind(rnn.kind).state
     out = []
     for case in cases:
         x = rng.standard_normal((case.batch, case.steps, rnn.input_size)).astype(np.float32)
         states: States = {}
         for layer in range(rnn.layers):
             for reverse in (False, True) if rnn.bidirectional else (False,):
-                sizes = {"h": rnn.proj or rnn.units, **({"c": rnn.units} if rnn.kind == "lstm" else {})}
+                sizes = {"h": rnn.proj or rnn.units, **({"c": rnn.units} if "c" in state else {})}
                 states[(layer, reverse)] = {
                     part: (
                         rng.uniform(-0.5, 0.5, (case.batch, n))

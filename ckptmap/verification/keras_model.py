@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from ..cell_kinds import gate_count, kind
 from ..cells import keras_cells
-from ..cells.layouts import gate_count
 from ..cells.model import RNN
 from ..errors import UnsupportedError
 from ..formats.keras_names import LAYER_CLASSES, RNN_CELL_ROLES
@@ -88,7 +88,7 @@ def _check_names(rnn: RNN, ckpt: Checkpoint, outcome: Outcome) -> None:
     model = _as_keras(rnn)
     for layer in range(rnn.layers):
         inputs = rnn.input_size if layer == 0 else rnn.units * rnn.directions
-        bias = (2, gates) if rnn.kind == "gru" and rnn.reset_after else (gates,)
+        bias = (2, gates) if rnn.reset_after else (gates,)  # reset_after: a GRU's two biases
         shapes = {"kernel": (inputs, gates), "recurrent_kernel": (rnn.units, gates), "bias": bias}
         for reverse in (False, True) if rnn.bidirectional else (False,):
             for role in RNN_CELL_ROLES if rnn.bias else RNN_CELL_ROLES[:2]:
@@ -141,7 +141,7 @@ def _build(keras: Any, plan: list[_Layer], *, plain_names: bool) -> tuple[Any, l
                 initial.append(state)
         name = part.name if plain_names else f"rnn_{i}"  # TF2 object paths are not valid layer names
         cls = getattr(keras.layers, LAYER_CLASSES[rnn.kind])
-        extra = {"reset_after": bool(rnn.reset_after)} if rnn.kind == "gru" else {}
+        extra = {"reset_after": bool(rnn.reset_after)} if "reset_after" in kind(rnn.kind).facts else {}
         inner = cls(rnn.units, return_sequences=True, return_state=True, use_bias=rnn.bias, **extra,
                     **({} if rnn.bidirectional else {"name": name}))  # fmt: skip
         layer = keras.layers.Bidirectional(inner, name=name) if rnn.bidirectional else inner
@@ -211,4 +211,4 @@ def _run(rnn: RNN, plan: list[_Layer], model: Any, batch: Batch) -> Run:
 
 
 def _state_parts(rnn: RNN) -> tuple[str, ...]:
-    return ("h", "c") if rnn.kind == "lstm" else ("h",)
+    return kind(rnn.kind).state

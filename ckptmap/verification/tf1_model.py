@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
+from ..cell_kinds import default_class, kind
 from ..cells import tf1_cells
 from ..cells.model import RNN, STACK_PER_DIRECTION
 from ..tree import Checkpoint
@@ -64,7 +65,7 @@ def _as_tf1(rnn: RNN) -> RNN:
     """The RNN as a TF1 graph describes it: TF1 cell classes, TF's own scope names for the cells."""
     if rnn.framework == "tf1":
         return rnn
-    cell_type = {"lstm": "LSTMCell", "gru": "GRUCell", "rnn": "BasicRNNCell"}[rnn.kind]
+    cell_type = default_class("tf1", rnn.kind)
     return replace(rnn, framework="tf1", cell_type=cell_type, cell_name=None, cells=())
 
 
@@ -77,15 +78,15 @@ def _cell_scope(rnn: RNN, layer: int, reverse: bool) -> str:
 
 
 def _cell(v1: Any, rnn: RNN, forget_bias: float, name: str) -> Any:
-    cells = v1.nn.rnn_cell
-    if rnn.kind == "lstm" and rnn.cell_type == "BasicLSTMCell":
-        return cells.BasicLSTMCell(rnn.units, forget_bias=forget_bias, name=name)
-    if rnn.kind == "lstm":
-        return cells.LSTMCell(
-            rnn.units, use_peepholes=rnn.peepholes, num_proj=rnn.proj, forget_bias=forget_bias, name=name
-        )
-    cls = cells.GRUCell if rnn.kind == "gru" else cells.BasicRNNCell
-    return cls(rnn.units, name=name)
+    """The cell the checkpoint's class names, if TF1 builds it for this kind, else the kind's default."""
+    classes = kind(rnn.kind).of("tf1").classes
+    class_name = rnn.cell_type if rnn.cell_type in classes else default_class("tf1", rnn.kind)
+    options: dict[str, Any] = {}
+    if class_name == "LSTMCell":
+        options = {"use_peepholes": rnn.peepholes, "num_proj": rnn.proj, "forget_bias": forget_bias}
+    elif class_name == "BasicLSTMCell":
+        options = {"forget_bias": forget_bias}
+    return getattr(v1.nn.rnn_cell, class_name)(rnn.units, name=name, **options)
 
 
 def _build(tf: Any, v1: Any, rnn: RNN, forget_bias: float) -> tuple[Any, dict, Any, dict]:
@@ -100,15 +101,16 @@ def _build(tf: Any, v1: Any, rnn: RNN, forget_bias: float) -> tuple[Any, dict, A
     """
     dtype = tf.bfloat16 if rnn.dtype == "bfloat16" else tf.as_dtype(rnn.dtype)
     x = v1.placeholder(dtype, [None, None, rnn.input_size], name="inputs")
+    carries_c = "c" in kind(rnn.kind).state  # an LSTM's state is (c, h)
     inputs: dict[tuple[int, bool], dict[str, Any]] = {}
     raw: dict[tuple[int, bool], Any] = {}
 
     def run(layer: int, reverse: bool, sequence: Any) -> Any:
         parts = {"h": v1.placeholder(dtype, [None, rnn.proj or rnn.units])}
-        if rnn.kind == "lstm":
+        if carries_c:
             parts["c"] = v1.placeholder(dtype, [None, rnn.units])
         inputs[(layer, reverse)] = parts
-        initial = v1.nn.rnn_cell.LSTMStateTuple(parts["c"], parts["h"]) if rnn.kind == "lstm" else parts["h"]
+        initial = v1.nn.rnn_cell.LSTMStateTuple(parts["c"], parts["h"]) if carries_c else parts["h"]
         parent, _, name = _cell_scope(rnn, layer, reverse).rpartition("/")
         if reverse:
             sequence = tf.reverse(sequence, [1])
@@ -131,7 +133,7 @@ def _build(tf: Any, v1: Any, rnn: RNN, forget_bias: float) -> tuple[Any, dict, A
         output = x
         for k in range(rnn.layers):
             output = tf.concat([run(k, False, output), run(k, True, output)], -1)
-    finals = {key: ({"h": s.h, "c": s.c} if rnn.kind == "lstm" else {"h": s}) for key, s in raw.items()}
+    finals = {key: ({"h": s.h, "c": s.c} if carries_c else {"h": s}) for key, s in raw.items()}
     return x, inputs, output, finals
 
 

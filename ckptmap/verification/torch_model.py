@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cell_kinds import default_class, kind
 from ..cells.model import RNN
 from ..tree import Checkpoint
 from .backends import backend, import_framework
@@ -58,6 +59,7 @@ def restore_and_run(
         outcome.error = framework_message(e)
         return outcome
     directions = 2 if rnn.bidirectional else 1
+    carries_c = "c" in kind(rnn.kind).state  # nn.LSTM takes and returns (h, c)
     with torch.no_grad():
         for batch in batches:
             keys = [(layer, d == 1) for layer in range(rnn.layers) for d in range(directions)]
@@ -65,11 +67,11 @@ def restore_and_run(
                 module.weight_ih_l0.dtype
             )
             initial: Any = h0
-            if rnn.kind == "lstm":
+            if carries_c:
                 c0 = torch.from_numpy(np.stack([batch.states[k]["c"] for k in keys])).to(h0.dtype)
                 initial = (h0, c0)
             y, final = module(torch.from_numpy(batch.x).to(h0.dtype), initial)
-            hn, cn = final if rnn.kind == "lstm" else (final, None)
+            hn, cn = final if carries_c else (final, None)
             states = {
                 k: {"h": hn[i].float().numpy(), **({"c": cn[i].float().numpy()} if cn is not None else {})}
                 for i, k in enumerate(keys)
@@ -79,7 +81,7 @@ def restore_and_run(
 
 
 def _module(torch: Any, rnn: RNN) -> Any:
-    cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[rnn.kind]
+    cls = getattr(torch.nn, default_class("torch", rnn.kind).removeprefix("nn."))
     extra = {"proj_size": rnn.proj} if rnn.proj else {}
     dtype = getattr(torch, rnn.dtype) if rnn.dtype in ("float16", "bfloat16", "float64") else torch.float32
     return cls(

@@ -1,0 +1,156 @@
+"""The kinds of recurrent cell, one row each: the facts about a kind that every part of ckptmap reads.
+
+Recognition (cells/), mapping validation (rules/schema.py), the rule engine's `when:` facts, the
+model builders of `verify` and the writers all look a kind up here rather than restating it. A row
+says, per framework, which classes build the kind (the first is what ckptmap builds for it), which
+gate layout its weights use (the layouts themselves, with their sources, are rows of
+cells/layouts.py; tests/cells/test_cell_kinds.py holds the two tables to each other and to the
+frameworks), and, where the framework has no such cell, why not.
+
+This module imports nothing of ckptmap, so readers and writers in formats/ may use it too.
+Adding a kind is one row here, its layouts in cells/layouts.py, its recognition and its mapping
+rules; see "Where things go" in CONTRIBUTING.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from .errors import RuleError
+
+FRAMEWORKS = ("tf1", "torch", "keras")
+
+# `when:` facts every cell rule may test: the RNN's attribute of the same name (rules/engine.py).
+COMMON_FACTS: Mapping[str, type] = {
+    "bidirectional": bool,
+    "bias": bool,
+    "layers": int,
+    "cell_type": str,
+    "stacking": str,
+}
+
+
+@dataclass(frozen=True)
+class InFramework:
+    """How one framework builds a kind, or why it cannot."""
+
+    classes: tuple[str, ...] = ()  # class names; the first is the one ckptmap builds
+    layout: str | None = None  # the gate layout of its weights (cells/layouts.py key)
+    missing: str = ""  # why the framework has no counterpart, when `classes` is empty
+    key: str = ""  # Keras: the layer's snake-case key and default name (`simple_rnn`)
+    cell_name: str = ""  # Keras: the cell's default name, as tf-keras writes it (`simple_rnn_cell`)
+
+    @property
+    def builds(self) -> str:
+        return self.classes[0]
+
+
+@dataclass(frozen=True)
+class CellKind:
+    name: str
+    gates: int  # gate blocks fused along the weights' gate axis
+    state: tuple[str, ...]  # the parts of its state: h, and c for an LSTM
+    facts: Mapping[str, type]  # `when:` facts of this kind beyond COMMON_FACTS
+    frameworks: Mapping[str, InFramework] = field(default_factory=dict)
+    source: str = ""
+
+    def of(self, framework: str) -> InFramework:
+        try:
+            return self.frameworks[framework]
+        except KeyError:
+            raise RuleError(f"Unknown framework '{framework}'; known: {', '.join(FRAMEWORKS)}.") from None
+
+    def counterpart(self, framework: str) -> bool:
+        return bool(self.of(framework).classes)
+
+    @property
+    def when_facts(self) -> dict[str, type]:
+        return {**COMMON_FACTS, **self.facts}
+
+
+KINDS: tuple[CellKind, ...] = (
+    CellKind(
+        "lstm",
+        gates=4,
+        state=("h", "c"),
+        facts={"peepholes": bool, "proj": bool},
+        frameworks={
+            "tf1": InFramework(("LSTMCell", "BasicLSTMCell"), "tf1.lstm"),
+            "torch": InFramework(("nn.LSTM",), "torch.lstm"),
+            "keras": InFramework(("LSTM",), "keras.lstm", key="lstm", cell_name="lstm_cell"),
+        },
+        source="tensorflow/python/ops/rnn_cell_impl.py LSTMCell; torch/nn/modules/rnn.py LSTM; "
+        "keras/src/layers/rnn/lstm.py",
+    ),
+    CellKind(
+        "gru",
+        gates=3,
+        state=("h",),
+        facts={"reset_after": bool},
+        frameworks={
+            "tf1": InFramework(("GRUCell",), "tf1.gru"),
+            "torch": InFramework(("nn.GRU",), "torch.gru"),
+            "keras": InFramework(("GRU",), "keras.gru", key="gru", cell_name="gru_cell"),
+        },
+        source="tensorflow/python/ops/rnn_cell_impl.py GRUCell; torch/nn/modules/rnn.py GRU; "
+        "keras/src/layers/rnn/gru.py",
+    ),
+    CellKind(
+        "rnn",
+        gates=1,
+        state=("h",),
+        facts={},
+        frameworks={
+            "tf1": InFramework(("BasicRNNCell",), "tf1.rnn"),
+            "torch": InFramework(("nn.RNN",), "torch.rnn"),
+            "keras": InFramework(("SimpleRNN",), "keras.rnn", key="simple_rnn", cell_name="simple_rnn_cell"),
+        },
+        source="tensorflow/python/ops/rnn_cell_impl.py BasicRNNCell; torch/nn/modules/rnn.py RNN "
+        "(tanh); keras/src/layers/rnn/simple_rnn.py",
+    ),
+)
+
+_BY_NAME = {k.name: k for k in KINDS}
+KIND_NAMES = tuple(_BY_NAME)
+
+
+def kind(name: str) -> CellKind:
+    """The row of kind `name` (`lstm`, `gru`, `rnn`, ...)."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise RuleError(f"Unknown cell kind '{name}'; known kinds: {', '.join(_BY_NAME)}.") from None
+
+
+def gate_count(name: str) -> int:
+    """The gate blocks a `name` cell fuses along its weights' gate axis: LSTM 4, GRU 3, RNN 1."""
+    return kind(name).gates
+
+
+def kind_with_gates(width: int, units: int) -> str | None:
+    """The cell kind whose fused gate axis is `width` wide for `units` units (gates x units), if
+    exactly one kind that every framework builds has that many gates."""
+    if units <= 0 or width % units:
+        return None
+    fits = [k.name for k in KINDS if k.gates == width // units and all(map(k.counterpart, FRAMEWORKS))]
+    return fits[0] if len(fits) == 1 else None
+
+
+def default_class(framework: str, name: str) -> str:
+    """The class ckptmap builds for kind `name` in `framework` (`LSTMCell`, `nn.GRU`, `SimpleRNN`)."""
+    row = kind(name).frameworks.get(framework)
+    return row.builds if row is not None and row.classes else name.upper()
+
+
+def kind_of_class(framework: str, class_name: str) -> str | None:
+    """The kind a framework's class builds (`BasicLSTMCell` -> `lstm`), or None."""
+    return next((k.name for k in KINDS if class_name in k.of(framework).classes), None)
+
+
+def when_facts() -> dict[str, type]:
+    """Every `when:` fact any kind has, with its type: what a cell rule may test."""
+    facts = dict(COMMON_FACTS)
+    for k in KINDS:
+        facts.update(k.facts)
+    return facts

@@ -1,0 +1,84 @@
+"""The table of cell kinds (ckptmap/cell_kinds.py) against the layouts, the TF1 cell specs, and the
+frameworks themselves: every class it names exists, builds a cell of the kind's gate count, and
+carries the state parts the table says."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ckptmap import cell_kinds
+from ckptmap.cells import layouts, tf1_specs
+from ckptmap.errors import RuleError
+from ckptmap.rules import schema
+from tests.frameworks import tf1
+
+KINDS = cell_kinds.KINDS
+BUILT = [(k, fw) for k in KINDS for fw in cell_kinds.FRAMEWORKS if k.counterpart(fw)]
+
+
+@pytest.mark.parametrize(("kind", "framework"), BUILT, ids=[f"{k.name}-{fw}" for k, fw in BUILT])
+def test_each_framework_layout_is_a_row_of_the_layouts_with_the_kinds_gates(kind, framework):
+    row = layouts.layout(kind.of(framework).layout)
+    assert row.framework == framework and row.cell == kind.name
+    assert len(row.gates) == kind.gates
+
+
+def test_every_tf1_cell_spec_is_a_class_of_its_kind_and_every_class_has_a_spec():
+    for spec in tf1_specs.CELLS:
+        assert spec.cell_type in cell_kinds.kind(spec.kind).of("tf1").classes
+    specs = {spec.cell_type for spec in tf1_specs.CELLS}
+    assert {c for k in KINDS for c in k.of("tf1").classes} <= specs
+
+
+def test_kind_with_gates_and_default_classes():
+    assert [cell_kinds.kind_with_gates(g * 8, 8) for g in (1, 2, 3, 4)] == ["rnn", None, "gru", "lstm"]
+    assert cell_kinds.kind_with_gates(30, 8) is None and cell_kinds.kind_with_gates(8, 0) is None
+    assert cell_kinds.default_class("tf1", "rnn") == "BasicRNNCell"
+    assert cell_kinds.default_class("keras", "rnn") == "SimpleRNN"
+    assert cell_kinds.kind_of_class("tf1", "BasicLSTMCell") == "lstm"
+    with pytest.raises(RuleError, match="Unknown cell kind 'lsmt'"):
+        cell_kinds.kind("lsmt")
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=[k.name for k in KINDS])
+def test_torch_classes_have_the_gates_and_state_parts(kind):
+    import torch
+
+    module = getattr(torch.nn, kind.of("torch").builds.removeprefix("nn."))(3, 5)
+    assert module.weight_hh_l0.shape == (kind.gates * 5, 5)
+    _, state = module(torch.zeros(1, 2, 3))
+    assert len(state) == len(kind.state) if isinstance(state, tuple) else len(kind.state) == 1
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=[k.name for k in KINDS])
+def test_keras_classes_have_the_gates_and_state_parts(kind):
+    import keras
+
+    keras_row = kind.of("keras")
+    layer = getattr(keras.layers, keras_row.builds)(5, return_state=True)
+    outputs = layer(np.zeros((1, 2, 3), "float32"))
+    assert len(outputs) - 1 == len(kind.state)  # the output, then each state part
+    assert tuple(layer.cell.recurrent_kernel.shape) == (5, kind.gates * 5)
+    assert layer.cell.name == keras_row.cell_name
+    assert keras.src.utils.naming.to_snake_case(keras_row.builds) == keras_row.key
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=[k.name for k in KINDS])
+def test_tf1_classes_build_the_kinds_gates_and_state_parts(kind):
+    tf, v1 = tf1()
+    for class_name in kind.of("tf1").classes:
+        with tf.Graph().as_default():
+            cell = getattr(v1.nn.rnn_cell, class_name)(5)
+            state = cell.zero_state(1, tf.float32)
+            assert len(state) == len(kind.state) if isinstance(state, tuple) else len(kind.state) == 1
+            v1.nn.dynamic_rnn(cell, v1.placeholder(tf.float32, [1, 2, 3]), dtype=tf.float32)
+            # The gate axis of every kernel together (GRUCell: gates/kernel [r, u] + candidate/kernel).
+            kernels = [v.shape.as_list() for v in v1.global_variables() if len(v.shape) == 2]
+            assert sum(shape[1] for shape in kernels) == kind.gates * 5
+
+
+def test_a_when_fact_the_kind_does_not_have_is_refused_naming_the_facts_it_has():
+    text = "name: t\nrules:\n  - cell: tf1.lstm\n    when: {reset_after: true}\n    refuse: not a GRU\n"
+    with pytest.raises(RuleError, match=r"'when' takes .*peepholes.*not 'reset_after'"):
+        schema.parse(text, "t.yaml")
