@@ -25,6 +25,7 @@ import numpy as np
 from ..cell_kinds import gate_count
 from ..errors import MappingError
 
+CUDNN_KINDS = ("lstm", "gru", "rnn")  # cuDNN's LSTM, GRU, RNN_TANH and RNN_RELU modes
 LAYOUT = (
     "cuDNN 9.19's: every weight matrix (per layer, forward then reverse: input, recurrent, projection), "
     "then every bias"
@@ -77,7 +78,7 @@ def buffer_size(net: CudnnNetwork) -> int:
 
 def decode(buffer: np.ndarray, net: CudnnNetwork, *, what: str = "the cuDNN buffer") -> dict[str, np.ndarray]:
     """Each PyTorch parameter of `net`, cut from `buffer` (copies, in the buffer's dtype)."""
-    _check(buffer, net, what)
+    check(buffer.shape, net, what)
     out, offset = {}, 0
     for name, shape in parameters(net):
         size = int(np.prod(shape))
@@ -98,13 +99,17 @@ def encode(params: dict[str, np.ndarray], net: CudnnNetwork) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def _check(buffer: np.ndarray, net: CudnnNetwork, what: str) -> None:
-    if buffer.ndim != 1:
-        raise MappingError(f"{what} has shape {list(buffer.shape)}; a cuDNN buffer is 1-D.")
+def check(shape: tuple[int, ...], net: CudnnNetwork, what: str) -> None:
+    """Refuse a buffer that is not 1-D or whose length does not fit `net` in the layout assumed."""
+    sizes_valid = min(net.input_size, net.units, net.layers) >= 1 and net.proj >= 0
+    if net.kind not in CUDNN_KINDS or not sizes_valid or (net.proj and net.kind != "lstm"):
+        raise MappingError(f"{what}: not a cuDNN network: {net.describe()}.")
+    if len(shape) != 1:
+        raise MappingError(f"{what} has shape {list(shape)}; a cuDNN buffer is 1-D.")
     wanted = buffer_size(net)
-    if buffer.shape[0] != wanted:
+    if shape[0] != wanted:
         raise MappingError(
-            f"{what} holds {buffer.shape[0]} values, but a {net.describe()} takes {wanted} in the "
+            f"{what} holds {shape[0]} values, but the sizes given ({net.describe()}) take {wanted} in the "
             f"layout assumed ({LAYOUT}): check the sizes given, or the buffer was written by a cuDNN "
             "that laid it out otherwise."
         )

@@ -25,7 +25,7 @@ from ..cells.recognize import family, find_in_entries
 from ..errors import MappingError
 from ..tree import Checkpoint, TensorEntry
 from .expr import ExprError, Node, OpNode, SourceNode, row_blocks
-from .ops import GROWTH_BYTES, Zeros, c_order
+from .ops import GROWTH_BYTES, Flat, Zeros, c_order
 from .plan import Approximation, Plan, PlannedTensor
 from .regexes import Budget, NameTooLong
 from .schema import CellRule, MappingSpec, MatchRule, RenameRule, Rule
@@ -224,6 +224,9 @@ class _Run:
         if rule.drop:
             self.dropped.append((entry.name, f"{rule.where()}: {rule.drop}"))
             return
+        if rule.unpack is not None:
+            self._unpack(rule, entry, groups, where, anchor)
+            return
         if rule.rename_to is not None:
             self.targets.append(
                 _Target(rule.rename_to.render(groups), self.reads.node(entry), "renamed", rule, anchor)
@@ -246,6 +249,21 @@ class _Run:
             except ExprError as e:
                 raise MappingError(f"{where}: {e}.") from None
             self.targets.append(_Target(template.render(groups), node, expr.text, rule, anchor))
+
+    def _unpack(
+        self, rule: MatchRule, entry: TensorEntry, groups: dict[str, str | None], where: str, anchor: int
+    ) -> None:
+        from .unpack import UNPACKERS
+
+        assert rule.unpack is not None and rule.rename_to is not None
+        source = self.reads.node(entry)
+        for part, offset, shape in UNPACKERS[rule.unpack](entry.shape, self.params, where):
+            try:
+                node = OpNode(Flat(offset, shape), [source])
+            except ExprError as e:
+                raise MappingError(f"{where}: {e}.") from None
+            name = rule.rename_to.render({**groups, "part": part})
+            self.targets.append(_Target(name, node, f"unpack: {rule.unpack} {part}", rule, anchor))
 
     # --- what no rule took -------------------------------------------------------------------
     def _leftovers(self) -> None:

@@ -481,6 +481,27 @@ class Reshape(Op):
 
 
 @dataclass(frozen=True)
+class Flat(Op):
+    """`shape` elements of the flattened input from `offset` on: one part of a buffer that holds
+    many (rules/unpack.py)."""
+
+    offset: int
+    shape: tuple[int, ...]
+
+    def infer(self, shapes: list[Shape], types: list[str]) -> tuple[Shape, str]:
+        if self.offset < 0 or self.offset + elements(self.shape) > elements(shapes[0]):
+            raise OpError(
+                f"unpack: elements {self.offset} to {self.offset + elements(self.shape)} are outside "
+                f"the {elements(shapes[0])} of the source"
+            )
+        return self.shape, types[0]
+
+    def apply(self, arrays: list[np.ndarray]) -> np.ndarray:
+        flat = arrays[0].reshape(-1)
+        return flat[self.offset : self.offset + elements(self.shape)].reshape(self.shape)
+
+
+@dataclass(frozen=True)
 class Zeros(Op):
     arity: ClassVar[int | None] = 0
     shape: tuple[int, ...]

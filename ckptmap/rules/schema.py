@@ -97,6 +97,7 @@ class MatchRule(Rule):
     rename_to: Template | None = None
     make: Mapping[Template, Expr] = field(default_factory=dict)
     inputs: Mapping[str, Template] = field(default_factory=dict)
+    unpack: str | None = None  # rules/unpack.py: `to:` then names each part with `{part}`
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,7 @@ _RULE_KEYS = {
     "refuse",
     "approximate",
     "position",
+    "unpack",
 }
 POSITIONS = ("first", "last")
 
@@ -416,6 +418,9 @@ def _match_rule(raw: dict, common: dict, params: Mapping[str, Param]) -> MatchRu
     _one_action(raw, common, "to")
     rename_to, make = None, {}
     to = raw.get("to")
+    unpack = raw.get("unpack")
+    if unpack is not None:
+        return _unpack_rule(raw, common, compiled, when, groups)
     if isinstance(to, str):
         if inputs:
             raise RuleError("'inputs' go with 'to: {target: expression}', not with a plain rename")
@@ -427,6 +432,20 @@ def _match_rule(raw: dict, common: dict, params: Mapping[str, Param]) -> MatchRu
     elif to is not None:
         raise RuleError("'to' is a target name template, or a mapping of target templates to expressions")
     return MatchRule(**common, patterns=compiled, when=when, rename_to=rename_to, make=make, inputs=inputs)
+
+
+def _unpack_rule(
+    raw: dict, common: dict, patterns: tuple[Regex, ...], when: dict[str, Any], groups: set[str]
+) -> MatchRule:
+    from .unpack import UNPACKERS
+
+    unpack, to = raw["unpack"], raw.get("to")
+    if unpack not in UNPACKERS:
+        raise RuleError(f"'unpack' takes {', '.join(UNPACKERS)}, not {unpack!r}")
+    if raw.get("inputs") or not isinstance(to, str) or "{part}" not in to:
+        raise RuleError("'unpack' goes with 'to: <template>' naming each part with {part}, and no 'inputs'")
+    rename_to = _template(to, groups | {"part"})
+    return MatchRule(**common, patterns=patterns, when=when, rename_to=rename_to, unpack=unpack)
 
 
 def _only(raw: dict, what: str, foreign: set[str]) -> None:

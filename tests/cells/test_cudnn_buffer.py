@@ -48,7 +48,8 @@ def test_decoding_gives_the_parameters_cudnn_holds(name):
 
 def test_a_buffer_that_does_not_fit_the_sizes_is_refused_with_the_reason():
     arrays = np.load(DATA / "lstm_in3_h4_l1_uni.npz")
-    with pytest.raises(MappingError, match=r"holds 144 values, but a LSTM input 3, units 5.* takes 200"):
+    wanted = r"holds 144 values, but the sizes given \(LSTM input 3, units 5.*\) take 200"
+    with pytest.raises(MappingError, match=wanted):
         cudnn_buffer.decode(arrays["buffer"], CudnnNetwork("lstm", 3, 5), what="opaque_kernel")
     with pytest.raises(MappingError, match="1-D"):
         cudnn_buffer.decode(arrays["buffer"].reshape(12, 12), CudnnNetwork("lstm", 3, 4))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 
 import pytest
@@ -122,7 +123,6 @@ def test_unknown_builtin_lists_the_builtins():
 
 
 def test_the_readme_example_mapping_is_valid(tmp_path):
-    import re
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
@@ -141,6 +141,20 @@ def test_the_readme_example_mapping_is_valid(tmp_path):
         "MatchRule",
         "MatchRule",
         "MatchRule",
+        "MatchRule",
     ]
-    assert m.spec.rules[-1].position == "first"
+    assert m.spec.rules[-2].position == "first" and m.spec.rules[-1].unpack == "cudnn"
     assert m.params == {"forget_bias": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ("match: x\n    unpack: zip\n    to: '{part}'", "'unpack' takes cudnn, not 'zip'"),
+        ("match: x\n    unpack: cudnn\n    to: 'y'", "naming each part with {part}"),
+        ("match: x\n    unpack: cudnn\n    to: {y: src}", "naming each part with {part}"),
+    ],
+)
+def test_unpack_rules_name_their_unpacker_and_each_part(rule, message):
+    with pytest.raises(RuleError, match=re.escape(message)):
+        _parse(f"name: t\nrules:\n  - {rule}\n")
