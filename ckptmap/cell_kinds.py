@@ -40,6 +40,9 @@ class InFramework:
     missing: str = ""  # why the framework has no counterpart, when `classes` is empty
     key: str = ""  # Keras: the layer's snake-case key and default name (`simple_rnn`)
     cell_name: str = ""  # Keras: the cell's default name, as tf-keras writes it (`simple_rnn_cell`)
+    # Classes of TF 1.x contrib that TensorFlow 2 no longer has: recognized, and built by verify
+    # from their TF 1.x code (verification/tf1_contrib_cells.py).
+    removed: tuple[str, ...] = ()
 
     @property
     def builds(self) -> str:
@@ -76,7 +79,11 @@ KINDS: tuple[CellKind, ...] = (
         state=("h", "c"),
         facts={"peepholes": bool, "proj": bool},
         frameworks={
-            "tf1": InFramework(("LSTMCell", "BasicLSTMCell"), "tf1.lstm"),
+            "tf1": InFramework(
+                ("LSTMCell", "BasicLSTMCell", "CudnnCompatibleLSTMCell"),
+                "tf1.lstm",
+                removed=("CudnnCompatibleLSTMCell",),
+            ),
             "torch": InFramework(("nn.LSTM",), "torch.lstm"),
             "keras": InFramework(("LSTM",), "keras.lstm", key="lstm", cell_name="lstm_cell"),
         },
@@ -89,7 +96,9 @@ KINDS: tuple[CellKind, ...] = (
         state=("h",),
         facts={"reset_after": bool},
         frameworks={
-            "tf1": InFramework(("GRUCell",), "tf1.gru"),
+            "tf1": InFramework(
+                ("GRUCell", "CudnnCompatibleGRUCell"), "tf1.gru", removed=("CudnnCompatibleGRUCell",)
+            ),
             "torch": InFramework(("nn.GRU",), "torch.gru"),
             "keras": InFramework(("GRU",), "keras.gru", key="gru", cell_name="gru_cell"),
         },

@@ -24,7 +24,7 @@ from ..tree import TensorEntry
 from .layouts import layout
 from .model import NOTE_UNEVEN, RNN, STACK_LAYERS, STACK_PER_DIRECTION, CellRef
 from .tf1_candidates import candidates
-from .tf1_specs import CELLS, PEEPHOLES, TF1Cell, default_spec, spec_for
+from .tf1_specs import CELLS, PEEPHOLES, TF1Cell, kind_roles, spec_for
 
 __all__ = ["CELLS", "TF1Cell", "cell_roles", "cell_scope", "find", "implicit", "member_name", "roles"]
 _CELL_K = re.compile(r"cell_(\d+)")
@@ -89,8 +89,7 @@ def member_name(target: RNN, layer: int, reverse: bool, role: str) -> str:
 
 
 def roles(kind: str) -> tuple[str, ...]:
-    spec = default_spec(kind)
-    return (*spec.members, *spec.optional)
+    return kind_roles(kind)
 
 
 def cell_roles(rnn: RNN) -> tuple[str, ...]:
@@ -157,6 +156,8 @@ def _gru_dims(s: Shapes) -> tuple[int, int, int | None] | None:
     expected = {
         "gates_kernel": (rows, 2 * units), "gates_bias": (2 * units,),
         "candidate_kernel": (rows, units), "candidate_bias": (units,),
+        "candidate_input_kernel": (rows - units, units), "candidate_input_bias": (units,),
+        "candidate_hidden_kernel": (units, units), "candidate_hidden_bias": (units,),
     }  # fmt: skip
     if any(s[role] != shape for role, shape in expected.items() if role in s):
         return None
@@ -253,7 +254,10 @@ def _group_rnn(user_scope: str, form: str, cells: list[tuple[_Place, _Found]]) -
         peepholes=any(r in first.members for r in PEEPHOLES),
         dtype=first.dtype,
         cell_name=first.scope.rpartition("/")[2],
-        reset_after=layout(f"tf1.{first.spec.kind}").reset_after,  # GRUCell resets h before the matmul
+        # GRUCell resets h before the matmul; CudnnCompatibleGRUCell after it
+        reset_after=first.spec.reset_after
+        if first.spec.reset_after is not None
+        else layout(f"tf1.{first.spec.kind}").reset_after,
         cells=refs,
     )
     if any(f.units != first.units or f.proj != first.proj for _, f in cells):

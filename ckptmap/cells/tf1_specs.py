@@ -19,6 +19,7 @@ class TF1Cell:
     scope_name: str  # the variable scope the cell opens under its parent
     members: Mapping[str, str]  # role -> path under the cell scope; all required
     optional: Mapping[str, str] = field(default_factory=dict)
+    reset_after: bool | None = None  # a GRU whose reset gate acts after the recurrent matmul
 
 
 CELLS: tuple[TF1Cell, ...] = (
@@ -47,12 +48,43 @@ CELLS: tuple[TF1Cell, ...] = (
         },
     ),
     TF1Cell("BasicRNNCell", "rnn", "basic_rnn_cell", {"kernel": "kernel", "bias": "bias"}),
+    # The cells whose variables tf.contrib.cudnn_rnn's saveables write in place of cuDNN's buffer
+    # (tensorflow/contrib/cudnn_rnn/python/ops/cudnn_rnn_ops.py, TF 1.15). CudnnCompatibleLSTMCell is
+    # an LSTMBlockCell(forget_bias=0) named `cudnn_compatible_lstm_cell`: LSTMCell's variables and
+    # gate order. CudnnCompatibleGRUCell keeps the candidate's input and hidden projections apart
+    # and applies the reset gate after the hidden one, as cuDNN (and nn.GRU) do.
+    TF1Cell(
+        "CudnnCompatibleLSTMCell", "lstm", "cudnn_compatible_lstm_cell", {"kernel": "kernel", "bias": "bias"}
+    ),
+    TF1Cell(
+        "CudnnCompatibleGRUCell",
+        "gru",
+        "cudnn_compatible_gru_cell",
+        {
+            "gates_kernel": "gates/kernel",
+            "gates_bias": "gates/bias",
+            "candidate_input_kernel": "candidate/input_projection/kernel",
+            "candidate_input_bias": "candidate/input_projection/bias",
+            "candidate_hidden_kernel": "candidate/hidden_projection/kernel",
+            "candidate_hidden_bias": "candidate/hidden_projection/bias",
+        },
+        reset_after=True,
+    ),
 )
 BY_SCOPE = {c.scope_name: c for c in CELLS}
 LSTM = BY_SCOPE["lstm_cell"]
 GRU = BY_SCOPE["gru_cell"]
 VANILLA = BY_SCOPE["basic_rnn_cell"]
 PEEPHOLES = ("w_f_diag", "w_i_diag", "w_o_diag")
+
+
+def kind_roles(kind: str) -> tuple[str, ...]:
+    """Every tensor role a TF1 cell of `kind` may have, over all the classes of that kind."""
+    roles: dict[str, None] = {}
+    for spec in CELLS:
+        if spec.kind == kind:
+            roles.update(dict.fromkeys((*spec.members, *spec.optional)))
+    return tuple(roles)
 
 
 def default_spec(kind: str) -> TF1Cell:

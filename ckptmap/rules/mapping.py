@@ -122,8 +122,11 @@ def builtins() -> tuple[BuiltinInfo, ...]:
 
 
 def builtin_for(source: str, target: str) -> str | None:
-    """The built-in mapping from one framework to another (`from:`/`to:`), if there is one."""
-    return next((b.name for b in builtins() if (b.source, b.target) == (source, target)), None)
+    """The built-in mapping from one framework to another (`from:`/`to:`): `<from>-to-<to>` first
+    (cudnn-opaque also goes from tf1 to torch, but only for what a user asks it for)."""
+    fits = [b.name for b in builtins() if (b.source, b.target) == (source, target)]
+    name = f"{source}-to-{target}"
+    return name if name in fits else next(iter(fits), None)
 
 
 def resolve_params(spec: schema.MappingSpec, given: MappingABC[str, Any]) -> dict[str, Any]:

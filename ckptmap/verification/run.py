@@ -63,7 +63,7 @@ def verify(
     mappings = _choose(mapping, params, src_fw, dst_fw)
     mapped, plan = apply(source, mappings, rename)
     plan = as_written(mapped, plan, registry.spec(target.format))
-    options = {"forget_bias": _param(mappings, "forget_bias", 1.0)}
+    options = _cell_options(mappings)
     candidates = recognize(target)
     pairs, paired = [], set()
     for found in recognize(source):
@@ -100,7 +100,7 @@ def verify_into(
     src_fw = framework_of(source.format)
     mappings = _choose(mapping, params, src_fw, framework) if (mapping or src_fw != framework) else []
     mapped, plan = apply(source, mappings, rename)
-    options = {"forget_bias": _param(mappings, "forget_bias", 1.0)}
+    options = _cell_options(mappings)
     with tempfile.TemporaryDirectory(prefix="ckptmap-verify-") as tmp:
         ckpt = source
         if mappings or rename or source.format not in be.formats:
@@ -242,6 +242,15 @@ def _compare_pair(
 
 # Approximation.rule is a rule's `where()`: "rule 3 'gru' (/.../mappings/tf1-to-torch.yaml:48)".
 _WHERE = re.compile(r"rule (?P<index>\d+)(?: '(?P<name>[^']*)')? \((?P<file>.*):\d+\)")
+
+
+def _cell_options(mappings: Sequence[Mapping]) -> dict[str, float]:
+    """What TF keeps in code, not in checkpoints: the forget_bias TF1's LSTM cells add at run time
+    (CudnnCompatibleLSTMCell's is 0 in TF), as the mapping's parameters say."""
+    return {
+        "forget_bias": _param(mappings, "forget_bias", 1.0),
+        "cudnn_forget_bias": _param(mappings, "cudnn_forget_bias", 0.0),
+    }
 
 
 def _rule_label(where: str) -> str:

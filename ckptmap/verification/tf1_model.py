@@ -22,6 +22,7 @@ from ..cell_kinds import default_class, kind
 from ..cells import tf1_cells
 from ..cells.model import RNN, STACK_PER_DIRECTION
 from ..tree import Checkpoint
+from . import tf1_contrib_cells
 from .backends import backend, import_framework, quiet_stderr
 from .cases import Batch, Run
 from .outcome import Outcome, framework_message
@@ -38,7 +39,7 @@ def restore_and_run(
     v1 = tf.compat.v1
     model = _as_tf1(rnn)
     with tf.Graph().as_default() as graph, quiet_stderr():
-        x, inputs, output, finals = _build(tf, v1, model, float(options.get("forget_bias", 1.0)))
+        x, inputs, output, finals = _build(tf, v1, model, options)
         variables = {v.op.name: v for v in v1.global_variables()}
         names = _variable_names(model, variables)
         outcome = Outcome("tf1", list(names))
@@ -77,19 +78,23 @@ def _cell_scope(rnn: RNN, layer: int, reverse: bool) -> str:
     return tf1_cells.cell_scope(rnn, layer, reverse)
 
 
-def _cell(v1: Any, rnn: RNN, forget_bias: float, name: str) -> Any:
+def _cell(v1: Any, rnn: RNN, options: dict[str, Any], name: str) -> Any:
     """The cell the checkpoint's class names, if TF1 builds it for this kind, else the kind's default."""
-    classes = kind(rnn.kind).of("tf1").classes
-    class_name = rnn.cell_type if rnn.cell_type in classes else default_class("tf1", rnn.kind)
-    options: dict[str, Any] = {}
+    tf1 = kind(rnn.kind).of("tf1")
+    class_name = rnn.cell_type if rnn.cell_type in tf1.classes else default_class("tf1", rnn.kind)
+    if class_name in tf1.removed:  # a TF 1.x contrib cell: built from its TF 1.x code
+        forget_bias = float(options.get("cudnn_forget_bias", 0.0))
+        return tf1_contrib_cells.build(v1, class_name, rnn.units, name, forget_bias)
+    forget_bias = float(options.get("forget_bias", 1.0))
+    kwargs: dict[str, Any] = {}
     if class_name == "LSTMCell":
-        options = {"use_peepholes": rnn.peepholes, "num_proj": rnn.proj, "forget_bias": forget_bias}
+        kwargs = {"use_peepholes": rnn.peepholes, "num_proj": rnn.proj, "forget_bias": forget_bias}
     elif class_name == "BasicLSTMCell":
-        options = {"forget_bias": forget_bias}
-    return getattr(v1.nn.rnn_cell, class_name)(rnn.units, name=name, **options)
+        kwargs = {"forget_bias": forget_bias}
+    return getattr(v1.nn.rnn_cell, class_name)(rnn.units, name=name, **kwargs)
 
 
-def _build(tf: Any, v1: Any, rnn: RNN, forget_bias: float) -> tuple[Any, dict, Any, dict]:
+def _build(tf: Any, v1: Any, rnn: RNN, options: dict[str, Any]) -> tuple[Any, dict, Any, dict]:
     """Placeholders for inputs and initial states, the RNN, its output and final states.
 
     Each cell runs in its own `dynamic_rnn` inside the exact scope the names give it, so the graph
@@ -116,7 +121,7 @@ def _build(tf: Any, v1: Any, rnn: RNN, forget_bias: float) -> tuple[Any, dict, A
             sequence = tf.reverse(sequence, [1])
         with _exact_scope(v1, parent) as scope:
             output, raw[(layer, reverse)] = v1.nn.dynamic_rnn(
-                _cell(v1, rnn, forget_bias, name), sequence, initial_state=initial, scope=scope
+                _cell(v1, rnn, options, name), sequence, initial_state=initial, scope=scope
             )
         return tf.reverse(output, [1]) if reverse else output
 
