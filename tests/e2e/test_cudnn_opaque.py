@@ -80,3 +80,25 @@ def test_sizes_that_do_not_fit_the_buffer_are_refused_and_nothing_is_written(tmp
     code, _, err = run(capsys, "convert", tmp_path / "cudnn.ckpt", tmp_path / "m.pt", "-m", "cudnn-opaque")
     assert code == 2 and "does not record its network's sizes; set kind, input_size, units" in err
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_beside_the_canonical_tensors_the_buffer_is_dropped_and_named(tmp_path, capsys):
+    # What tf.train.Saver writes for a CudnnLSTM layer: the buffer and, from its saveable, the
+    # canonical tensors. The canonical ones are converted; the buffer has no place in nn.LSTM.
+    import torch
+
+    tf, v1 = tf1()
+    rng = np.random.default_rng(0)
+    cell = "cudnn_lstm/rnn/multi_rnn_cell/cell_0/cudnn_compatible_lstm_cell"
+    with tf.Graph().as_default(), v1.Session() as sess:
+        v1.get_variable("cudnn_lstm/opaque_kernel", initializer=rng.normal(size=144).astype(np.float32))
+        v1.get_variable(f"{cell}/kernel", initializer=rng.normal(size=(7, 16)).astype(np.float32))
+        v1.get_variable(f"{cell}/bias", initializer=rng.normal(size=16).astype(np.float32))
+        sess.run(v1.global_variables_initializer())
+        v1.train.Saver().save(sess, str(tmp_path / "m.ckpt"))
+    code, out, err = run(capsys, "convert", tmp_path / "m.ckpt", tmp_path / "m.pt", "-m", "tf1-to-torch")
+    assert code == 0, err
+    assert "'cudnn buffer'" in out and "(cudnn_lstm/opaque_kernel)" in out
+    module = torch.nn.Module()
+    module.cudnn_lstm = torch.nn.LSTM(3, 4)
+    module.load_state_dict(torch.load(tmp_path / "m.pt", weights_only=True), strict=True)
