@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ckptmap.cell_kinds import KINDS
 from tests.clirun import ok, run
 from tests.frameworks import inputs, run_torch, save_tf1_rnn, torch_rnn
 from tests.verification.conftest import INPUT, UNITS, keras_model
@@ -46,7 +47,7 @@ def test_keras3_saved_weights_load_into_fresh_torch_modules(tmp_path, kind, bidi
     np.testing.assert_allclose(run_torch(module, x), np.asarray(model(x)), atol=TOL, rtol=0)
 
 
-@pytest.mark.parametrize("kind", ["gru", "lstm", "rnn"])
+@pytest.mark.parametrize("kind", [k.name for k in KINDS if k.counterpart("keras") and k.counterpart("torch")])
 def test_torch_to_keras3_loads_with_load_weights(tmp_path, kind):
     import keras
     import torch
