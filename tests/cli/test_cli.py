@@ -98,7 +98,7 @@ def test_set_and_rename_and_to(capsys, tmp_path):
         "--json",
     )
     report = json.loads(out)
-    assert code == 0 and report["plan"]["params"] == {"forget_bias": 0.5}
+    assert code == 0 and report["plan"]["params"] == {"forget_bias": 0.5, "cudnn_forget_bias": 0.0}
     assert report["plan"]["targets"][0]["name"] == "lstm.weight_ih_l0"
     from safetensors.numpy import load_file
 

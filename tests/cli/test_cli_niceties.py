@@ -242,8 +242,8 @@ def test_a_mistyped_set_key_suggests_the_parameter(capsys, tmp_path):
     )
     assert code == 2 and not out and not (tmp_path / "o.pt").exists()
     assert err == (
-        "Error: --set forget_bia: not a parameter of tf1-to-torch; did you mean 'forget_bias'? "
-        "Parameters: forget_bias.\n"
+        "Error: --set forget_bia: not a parameter of tf1-to-torch; did you mean 'forget_bias' or "
+        "'cudnn_forget_bias'? Parameters: cudnn_forget_bias, forget_bias.\n"
     )
 
 
