@@ -26,6 +26,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .api import ConversionReport, DiffReport, convert, diff, load, mapping, save, verify
+    from .cells.model import RNN
     from .rules.mapping import Mapping
     from .tree import Checkpoint, TensorEntry
 
@@ -36,6 +37,7 @@ _LAZY = {
         ["ConversionReport", "DiffReport", "convert", "diff", "load", "mapping", "save", "verify"], "api"
     ),
     "Mapping": "rules.mapping",
+    "RNN": "cells.model",  # what `Checkpoint.rnns` holds
     "Checkpoint": "tree",
     "TensorEntry": "tree",
 }
@@ -54,6 +56,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "RNN",
     "Checkpoint",
     "CkptmapError",
     "ConversionReport",

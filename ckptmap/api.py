@@ -15,20 +15,18 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from .errors import CkptmapError, NothingDoneError, UsageError, WriteError
 from .formats import registry
-from .tree import Checkpoint
+from .tree import Checkpoint, TensorEntry
 
 if TYPE_CHECKING:
     # The rule engine (and YAML) loads when a mapping is first used: `inspect` needs neither.
-    from .rules.mapping import Mapping
+    from .cells.model import RNN
+    from .rules.mapping import BuiltinInfo, Mapping
     from .rules.plan import Plan
     from .value_diff import ValueDiff
 
 PathLike = str | os.PathLike[str]
 MappingLike: TypeAlias = "str | os.PathLike[str] | Mapping"
 Progress = Callable[[int], None]
-
-# The output format a mapping's target framework implies when the destination name does not say.
-_FORMAT_OF_FRAMEWORK = {"tf1": "tf", "torch": "torch", "keras": "keras3"}
 
 
 def load(path: PathLike, *, format: str | None = None) -> Checkpoint:
@@ -173,19 +171,77 @@ def convert(
     return report
 
 
-def _framework(fmt: str) -> str | None:
-    from .verification.backends import framework_of  # a table; no framework is imported
+def formats() -> tuple[registry.FormatSpec, ...]:
+    """The table of formats: each one's name, framework, label, an example name, and whether (and
+    how) ckptmap writes it. Reading it imports no format's code."""
+    return registry.FORMATS
+
+
+def framework_of(format: str) -> str | None:
+    """The framework whose own restore reads checkpoints of `format` (tf1, torch, keras), from the
+    table of formats; None for a format ckptmap does not know."""
+    try:
+        return registry.framework_of(format)
+    except CkptmapError:
+        return None
+
+
+def builtin_mapping(source: str, target: str) -> str | None:
+    """The built-in mapping from one framework to another (`tf1-to-torch`), if there is one."""
+    from .rules.mapping import builtin_for
+
+    return builtin_for(source, target)
+
+
+def builtin_mappings() -> tuple[BuiltinInfo, ...]:
+    """The built-in mappings: name, description and the frameworks they go between."""
+    from .rules.mapping import builtins
+
+    return builtins()
+
+
+def legacy_rnns(ckpt: Checkpoint) -> list[RNN]:
+    """RNNs whose variables still carry TF <= 1.1 names (`ckpt.rnns` holds those under today's
+    names); `tf1-legacy-names` renames them."""
+    from .recognition import legacy_rnns as find
+
+    return find(ckpt)
+
+
+def name_filter(pattern: str, *, option: str = "pattern") -> Callable[[Checkpoint], list[TensorEntry]]:
+    """The tensors whose canonical name, or key in the file (`rnn.weight_ih_l0`, a Keras HDF5
+    path), `pattern` finds: users search by the names they know. The pattern is checked now, so a
+    bad one fails before any file is read; messages name it as `option` (`--filter`). Matching is
+    bounded: names come from the file, the pattern from the user.
+
+    >>> pick = ckptmap.api.name_filter(r"weight_ih")                   # doctest: +SKIP
+    >>> [e.name for e in pick(ckptmap.load("lstm.pt"))]                # doctest: +SKIP
+    """
+    from .rules import regexes
 
     try:
-        return framework_of(fmt)
-    except CkptmapError:  # a format no framework restores: nothing to compare
-        return None
+        regex = regexes.compile(pattern, search=True)
+    except regexes.UnsafeRegex as e:
+        raise UsageError(f"{option} '{pattern}': {e}.") from None
+
+    def pick(ckpt: Checkpoint) -> list[TensorEntry]:
+        budget = regexes.Budget()
+        try:
+            return [
+                e
+                for e in ckpt.entries.values()
+                if regex.search(e.name, budget) or (e.key != e.name and regex.search(e.key, budget))
+            ]
+        except regexes.NameTooLong as e:
+            raise UsageError(f"{option} '{pattern}': {e}.") from None
+
+    return pick
 
 
 def _refuse_other_framework(source: Checkpoint, mappings: Sequence[Mapping]) -> None:
     """A mapping's `from:` must be the framework of what it is applied to (`torch-to-tf1` on a TF
     checkpoint matches nothing and would copy it unchanged under another format's name)."""
-    current = _framework(source.format)
+    current = framework_of(source.format)
     for m in mappings:
         wanted = m.spec.source_framework
         if wanted and current and wanted != current:
@@ -246,10 +302,9 @@ def _writer_options(fmt: registry.FormatSpec, shard_size: int | None) -> dict[st
         return {}
     if shard_size <= 0:
         raise UsageError(f"shard size must be positive, not {shard_size}.")
-    import inspect  # ~10 ms to import, and only --shard-size needs it
-
-    if "max_shard_bytes" not in inspect.signature(fmt.load().write).parameters:
-        raise UsageError(f"--shard-size applies to TF checkpoints (--to tf), not to {fmt.name}.")
+    if not fmt.shards:
+        sharded = " or ".join(f"{registry.label(n)}s (--to {n})" for n in registry.sharding_formats())
+        raise UsageError(f"--shard-size applies to {sharded}, not to {fmt.name}.")
     return {"max_shard_bytes": shard_size}
 
 
@@ -362,8 +417,8 @@ def output_format(dst: Path, to: str | None, mappings: Sequence[Mapping]) -> reg
     if to or registry.has_known_suffix(dst):
         return registry.output_format(dst, to)
     framework = mappings[-1].spec.target_framework if mappings else None
-    if framework in _FORMAT_OF_FRAMEWORK:
-        return registry.spec(_FORMAT_OF_FRAMEWORK[framework])
+    if framework in registry.frameworks():
+        return registry.preferred(framework)
     return registry.output_format(dst, None)
 
 

@@ -19,14 +19,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .tree import Checkpoint, ScopeNode, TensorEntry
     from .value_diff import ValueDiff
 
-FORMAT_NAMES = {
-    "tf": "TensorFlow checkpoint",
-    "tf-v1": "TensorFlow V1 checkpoint",
-    "torch": "PyTorch file",
-    "torch-legacy": "PyTorch legacy file",
-    "safetensors": "safetensors file",
-}
-
 
 def size(nbytes: int) -> str:
     value = float(nbytes)
@@ -101,7 +93,7 @@ def checkpoint(
     """What `ckptmap inspect` prints: a summary line, the scope tree (weights only unless
     `show_all`: a training checkpoint holds two Adam slots per weight), the RNNs, what is not a
     weight. `entries` (default: all) are those to show, `rnns` and `legacy` the RNNs among them."""
-    from .tree import build_tree
+    from .formats.registry import label as format_label  # the table of formats names each
 
     entries = list(ckpt.entries.values()) if entries is None else list(entries)
     if rnns is None:
@@ -112,12 +104,12 @@ def checkpoint(
         legacy = legacy_rnns(ckpt)
     total = sum(e.nbytes for e in entries)
     weights = sum(e.kind == kinds.WEIGHT for e in entries)
-    kind = FORMAT_NAMES.get(ckpt.format, ckpt.format)
+    kind = format_label(ckpt.format)
     where = label or str(ckpt.path or "(in memory)")
     lines = [f"{where}: {kind}, {len(entries)} tensors ({weights} weights), {size(total)}"]
     lines += [f"Note: {note}" for note in ckpt.notes]
     shown = entries if show_all else [e for e in entries if e.kind == kinds.WEIGHT]
-    lines += ["", *tree(build_tree(shown))]
+    lines += ["", *tree(ckpt.tree(shown))]
     hidden = Counter() if show_all else Counter(e.kind for e in entries if e.kind != kinds.WEIGHT)
     if hidden:
         slots, bookkeeping = hidden[kinds.SLOT], hidden[kinds.BOOKKEEPING]

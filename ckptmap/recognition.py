@@ -11,10 +11,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .cells.model import RNN
 from .cells.recognize import find_in_entries
-from .tree import Checkpoint
+from .formats import registry
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .tree import Checkpoint  # shown by display, which tree imports, which imports this
 
 # The leaves tf1-legacy-names renames from (`weights`, `recurrent_weights`, `biases`, TF 0.x's
 # `Linear/Matrix`, `Linear/Bias`, `W_0`, `B`, `W_F_diag`, `W_P_0`), also under a slot
@@ -54,7 +58,7 @@ def may_hold_legacy_names(names: list[str]) -> bool:
 
 
 def _legacy(ckpt: Checkpoint, partial: bool) -> list[Recognized]:
-    if ckpt.format not in ("tf", "tf-v1") or not may_hold_legacy_names(list(ckpt.entries)):
+    if ckpt.format not in registry.formats_of("tf1") or not may_hold_legacy_names(list(ckpt.entries)):
         return []
     from .rules.mapping import load as load_mapping
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from . import api
 from .errors import MappingError, UsageError
+from .formats import registry
 from .pipeline import apply, resolve_mappings
 from .rules.mapping import builtin_for
 from .rules.plan import Plan
@@ -111,12 +112,10 @@ def prepare(
 ) -> tuple[Checkpoint, Checkpoint, Plan]:
     """(source checkpoint, mapped checkpoint, plan). Without a mapping, the built-in one from the
     checkpoint's framework to `framework` is used; none when they are the same."""
-    from .verification.backends import framework_of
-
     ckpt = source if isinstance(source, Checkpoint) else api.load(source)
     if mapping is None:
-        name = builtin_for(framework_of(ckpt.format), framework)
-        mapping = [name] if name and framework_of(ckpt.format) != framework else []
+        name = builtin_for(registry.framework_of(ckpt.format), framework)
+        mapping = [name] if name and registry.framework_of(ckpt.format) != framework else []
     mapped, plan = apply(ckpt, resolve_mappings(mapping, params or {}), rename)
     return ckpt, mapped, plan
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from . import api
+from .formats import registry
 from .restore import (
     LoadReport,
     Source,
@@ -32,8 +33,6 @@ from .restore import (
 )
 from .rules.plan import Plan
 from .tree import Checkpoint
-
-_TF_FORMATS = ("tf", "tf-v1", "tf2")
 
 
 def restore(
@@ -148,7 +147,7 @@ def _tf_checkpoint(
 ) -> tuple[str, dict[str, str]]:
     """A TF checkpoint holding the named tensors, and each name's key in it: the source itself
     when they are only renamed, else one written to `directory()/model.ckpt` (asked for only then)."""
-    if src.format in _TF_FORMATS and _all_plain(plan, names):
+    if src.format in registry.of_library("tensorflow") and _all_plain(plan, names):  # the Saver reads it
         return str(src.path), {n: mapped.entries[n].key for n in names}
     prefix = Path(directory()) / "model.ckpt"
     wanted = Checkpoint([mapped.entries[n] for n in names], format="tf")

@@ -5,98 +5,30 @@ their data from source entries), and every writer consumes one. Canonical names 
 `/`-separated scopes without TF's `:0` suffix or TF2's `/.ATTRIBUTES/VARIABLE_VALUE`; each entry
 keeps the key it had in its file. Nothing is read until `TensorEntry.read()` is called, so
 listing a multi-GB checkpoint costs only its index.
+
+`ckpt.rnns` and `print(ckpt)` import recognition and display when asked; those modules, and the
+rules that make mapped checkpoints, never import this one at run time (they take `TensorEntry`
+from `ckptmap.entry` and make checkpoints with `derived`), so the imports have no cycle.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import dtypes, kinds, lazy
-from .errors import CkptmapError, FormatError
+from . import kinds
+from .entry import TensorEntry, rows_per_block
+from .errors import FormatError
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-    from .cells.recognize import RNN
-else:
-    np = lazy.module("numpy")
+    from .cells.model import RNN
 
-
-@dataclass(frozen=True, eq=False)
-class TensorEntry:
-    """One tensor: its canonical name, shape, dtype name (see `dtypes`), original key, kind,
-    and a loader that returns its data as a numpy array when (and only when) asked."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    key: str
-    loader: Callable[[], np.ndarray] = field(repr=False)
-    kind: str = kinds.WEIGHT
-    slot_of: str | None = None
-    # A mapped target can be computed a block of rows at a time: `pieces(max_bytes)` (see `blocks`).
-    pieces: Callable[[int], Iterator[np.ndarray]] | None = field(default=None, repr=False)
-
-    @property
-    def size(self) -> int:
-        return math.prod(map(int, self.shape))  # exact, where numpy's int64 product wraps; () -> 1
-
-    @property
-    def nbytes(self) -> int:
-        if self.dtype == "string":
-            return 0
-        return self.size * dtypes.by_name(self.dtype).itemsize
-
-    def read(self) -> np.ndarray:
-        """Load the data; raises `FormatError` if the file disagrees with the index."""
-        with self._reading():
-            array = self.loader()
-        if tuple(array.shape) != self.shape:
-            raise FormatError(
-                f"Tensor '{self.name}': data has shape {tuple(array.shape)}, the index says {self.shape}."
-            )
-        return array
-
-    def blocks(self, max_bytes: int = 1 << 20) -> Iterator[np.ndarray]:
-        """The data as C-contiguous blocks of whole leading-axis rows, about `max_bytes` each (a
-        scalar is one block), whose bytes in turn are the tensor's: what a writer streams. A mapped
-        target is computed a block at a time, so the whole tensor never exists in memory; any
-        other is read and sliced (views, no copies)."""
-        if self.pieces is not None:
-            with self._reading():
-                yield from self.pieces(max_bytes)
-            return
-        array = np.asarray(self.read(), order="C")  # ascontiguousarray would make a scalar 1-D
-        if not self.shape:
-            yield array
-            return
-        step = rows_per_block(self.shape, array.itemsize, max_bytes)
-        for start in range(0, self.shape[0], step):
-            yield array[start : start + step]
-
-    @contextlib.contextmanager
-    def _reading(self) -> Iterator[None]:
-        try:
-            yield
-        except CkptmapError:
-            raise
-        except (OSError, ValueError, EOFError, OverflowError) as e:
-            raise FormatError(f"Tensor '{self.name}': could not read its data ({e}).") from e
-
-    def renamed(self, name: str, *, slot_of: str | None = None) -> TensorEntry:
-        return dataclasses.replace(self, name=name, slot_of=slot_of)
-
-
-def rows_per_block(shape: tuple[int, ...], itemsize: int, max_bytes: int) -> int:
-    """How many leading-axis rows of a tensor make a block of at most `max_bytes` (at least one)."""
-    return max(1, max_bytes // max(1, math.prod(shape[1:]) * itemsize))
+__all__ = ["Checkpoint", "ScopeNode", "TensorEntry", "build_tree", "canonical_tf_name", "rows_per_block"]
 
 
 class Checkpoint(Mapping[str, "np.ndarray"]):
@@ -177,6 +109,21 @@ class Checkpoint(Mapping[str, "np.ndarray"]):
     def nbytes(self) -> int:
         return sum(e.nbytes for e in self.entries.values())
 
+    def derived(
+        self, entries: Iterable[TensorEntry], *, metadata: Mapping[str, Any] | None = None
+    ) -> Checkpoint:
+        """A checkpoint of the same origin (format, path, files, notes) holding `entries` as they
+        are, not classified again: what a mapping makes of this one."""
+        return Checkpoint(
+            entries,
+            format=self.format,
+            path=self.path,
+            files=self.files,
+            notes=self.notes,
+            metadata=self.metadata if metadata is None else metadata,
+            classify=False,
+        )
+
     def weights(self) -> list[TensorEntry]:
         return [e for e in self.entries.values() if e.kind == kinds.WEIGHT]
 
@@ -187,9 +134,10 @@ class Checkpoint(Mapping[str, "np.ndarray"]):
 
         return find_rnns(self)
 
-    def tree(self) -> ScopeNode:
-        """The scopes as a tree, for display: `ckpt.tree().children["rnn"]`."""
-        return build_tree(self.entries.values())
+    def tree(self, entries: Iterable[TensorEntry] | None = None) -> ScopeNode:
+        """The scopes as a tree, for display: `ckpt.tree().children["rnn"]`; of `entries` (some of
+        this checkpoint's) only, when given."""
+        return build_tree(self.entries.values() if entries is None else entries)
 
 
 @dataclass

@@ -30,9 +30,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..cell_kinds import gate_count, kind_with_gates
+from ..entry import TensorEntry
 from ..errors import MappingError
 from ..formats.keras_names import CELL, DIRECTIONS, LAYER_CLASSES, LAYER_KEYS, RNN_CELL_ROLES
-from ..tree import TensorEntry
 from .model import RNN, CellRef, require_layer_stacking
 
 

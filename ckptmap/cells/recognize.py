@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 
 from .. import kinds
 from ..errors import RuleError
-from ..tree import TensorEntry
 from .model import RNN
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..tree import Checkpoint
+    from ..entry import TensorEntry
+    from ..tree import Checkpoint  # whose `rnns` are found here: tree imports this module
 
 FAMILIES: dict[str, str] = {
     "tf1": "ckptmap.cells.tf1_cells",

@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from ..cell_kinds import KIND_NAMES
+from ..entry import TensorEntry
 from ..errors import MappingError
-from ..tree import TensorEntry
 from .layouts import layout
 from .model import NOTE_UNEVEN, RNN, STACK_LAYERS, STACK_PER_DIRECTION, CellRef
 from .tf1_candidates import candidates

@@ -13,8 +13,8 @@ import re
 from collections.abc import Mapping
 
 from ..cell_kinds import default_class, kind_with_gates
+from ..entry import TensorEntry
 from ..errors import MappingError
-from ..tree import TensorEntry
 from .layouts import layout
 from .model import NOTE_UNEVEN, RNN, CellRef, require_layer_stacking
 

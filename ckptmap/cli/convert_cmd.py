@@ -14,12 +14,25 @@ from . import verify_cmd
 from .options import pairs, size
 from .progress import ProgressBar
 
+# From the table of formats, so a new writable format shows here without an edit.
+_WRITABLE = [f for f in api.formats() if f.writable]
+_TO_HELP = (
+    "Output format (default: DST's name, else the mapping's target framework): "
+    + ", ".join(
+        f"{f.name} ({f.label}, e.g. {f.example}{'; ' + f.fixes_names if f.fixes_names else ''})"
+        for f in _WRITABLE
+    )
+    + "."
+)
+_NAMED = ", ".join(f.example for f in _WRITABLE if f.suffixes)
+_DST_HELP = f"Destination file or TF prefix; its name gives the format ({_NAMED}) unless --to does."
+_SHARDED = " or ".join(f.name for f in api.formats() if f.shards)
+_SHARD_HELP = f"{_SHARDED} output: data shards of at most this size (e.g. 2GB)."
+
 
 def convert(
     src: Annotated[str, typer.Argument(help="Source checkpoint (any format ckptmap reads).")],
-    dst: Annotated[
-        str, typer.Argument(help="Destination: .pt/.pth/.bin, .safetensors, or a TF prefix (.ckpt).")
-    ],
+    dst: Annotated[str, typer.Argument(help=_DST_HELP)],
     mapping: Annotated[
         list[str] | None,
         typer.Option("--mapping", "-m", help="Built-in mapping name or YAML file; repeat to chain."),
@@ -31,11 +44,11 @@ def convert(
             "--rename", help="REGEX=REPLACEMENT applied to target names last (split at the last '=')."
         ),
     ] = None,
-    to: Annotated[str | None, typer.Option("--to", help="Output format: tf, torch or safetensors.")] = None,
+    to: Annotated[str | None, typer.Option("--to", help=_TO_HELP)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")] = False,
     shard_size: Annotated[
         str | None,
-        typer.Option("--shard-size", help="TF output: data shards of at most this size (e.g. 2GB)."),
+        typer.Option("--shard-size", help=_SHARD_HELP),
     ] = None,
     drop: Annotated[
         list[str] | None,
@@ -112,10 +125,8 @@ def convert(
         sys.stdout.flush()
     checked = None
     if verify and not dry_run:
-        from ..verification.run import verify as run_verify  # imports a framework: only now
-
-        try:  # exactly what was converted
-            checked = run_verify(src, dst, mapping or [], params, renames, tolerance=tolerance, strict=strict)
+        try:  # exactly what was converted; imports a framework, only now
+            checked = api.verify(src, dst, mapping or [], params, renames, tolerance=tolerance, strict=strict)
         except CkptmapError as e:
             e.args = (f"{dst} was written, but could not be verified: {e}",)
             raise
@@ -130,14 +141,10 @@ def convert(
 
 def _hint_mapping(report: api.ConversionReport) -> None:
     """Between frameworks, no mapping keeps names the target cannot use: say which mapping would help."""
-    from ..rules.mapping import builtin_for
-    from ..verification.backends import framework_of
-
-    try:
-        src_fw, dst_fw = framework_of(report.source_format), framework_of(report.destination_format)
-    except CkptmapError:
+    src_fw, dst_fw = api.framework_of(report.source_format), api.framework_of(report.destination_format)
+    if src_fw is None or dst_fw is None:
         return
-    name = builtin_for(src_fw, dst_fw) if src_fw != dst_fw else None
+    name = api.builtin_mapping(src_fw, dst_fw) if src_fw != dst_fw else None
     if name:
         hint = f"no --mapping was given, so names are unchanged; for {dst_fw} names use --mapping {name}."
         print(f"Hint: {hint}", file=sys.stderr)

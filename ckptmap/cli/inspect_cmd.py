@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from .. import api, display
-from ..cells.model import RNN
-from ..errors import CkptmapError, UsageError
-from ..recognition import legacy_rnns
-from ..tree import Checkpoint, TensorEntry
+from ..errors import CkptmapError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..rules.regexes import Regex
+    from collections.abc import Callable
+
+    from .. import RNN, Checkpoint, TensorEntry
+
+    Filter = Callable[[Checkpoint], list[TensorEntry]]
 
 
 def inspect(
@@ -44,11 +45,11 @@ def inspect(
 
       ckptmap inspect model.pt --filter 'rnn\\.weight_ih'
     """
-    regex = _compiled(filter)  # before any file: a bad pattern is wrong for every path
+    pick = api.name_filter(filter, option="--filter") if filter else None  # a bad one: wrong for every path
     results, failed = [], 0
     for k, path in enumerate(paths):
         try:
-            result = _inspect(path, regex, show_all, json_output)
+            result = _inspect(path, pick, show_all, json_output)
         except CkptmapError as e:
             if len(paths) == 1:
                 raise
@@ -69,46 +70,17 @@ def inspect(
         raise typer.Exit(2)
 
 
-def _inspect(path: str, regex: Regex | None, show_all: bool, json_output: bool) -> str | dict:
+def _inspect(path: str, pick: Filter | None, show_all: bool, json_output: bool) -> str | dict:
     """One checkpoint: its text view, or its JSON data."""
     ckpt = api.load(path)
-    entries = _filtered(ckpt, regex)
+    entries = pick(ckpt) if pick else list(ckpt.entries.values())
     names = {e.name for e in entries}
     rnns = [r for r in ckpt.rnns if names.intersection(r.tensor_names)]
-    legacy = [] if regex else legacy_rnns(ckpt)
+    legacy = [] if pick else api.legacy_rnns(ckpt)
     if json_output:
         return _json(ckpt, entries, rnns, legacy)
     lines = display.checkpoint(ckpt, label=path, entries=entries, rnns=rnns, legacy=legacy, show_all=show_all)
     return "\n".join(lines)
-
-
-def _compiled(pattern: str | None) -> Regex | None:
-    if not pattern:
-        return None
-    from ..rules import regexes  # bounded: names come from the file, the pattern from the user
-
-    try:
-        return regexes.compile(pattern, search=True)
-    except regexes.UnsafeRegex as e:
-        raise UsageError(f"--filter '{pattern}': {e}.") from None
-
-
-def _filtered(ckpt: Checkpoint, regex: Regex | None) -> list[TensorEntry]:
-    """Entries whose canonical name or key in the file (`rnn.weight_ih_l0`, a Keras HDF5 path)
-    the pattern finds: users search by the names they know."""
-    if regex is None:
-        return list(ckpt.entries.values())
-    from ..rules import regexes
-
-    budget = regexes.Budget()
-    try:
-        return [
-            e
-            for e in ckpt.entries.values()
-            if regex.search(e.name, budget) or (e.key != e.name and regex.search(e.key, budget))
-        ]
-    except regexes.NameTooLong as e:
-        raise UsageError(f"--filter '{regex.pattern}': {e}.") from None
 
 
 def _json(ckpt: Checkpoint, entries: list[TensorEntry], rnns: list[RNN], legacy: list[RNN]) -> dict:

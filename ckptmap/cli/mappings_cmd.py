@@ -27,10 +27,8 @@ def mappings(
 
       ckptmap mappings tf1-to-torch
     """
-    from ..rules.mapping import builtins
-
     if name is None:
-        rows = [(b.name, b.description) for b in builtins()]
+        rows = [(b.name, b.description) for b in api.builtin_mappings()]
         for line in render.table(rows, indent=""):
             print(line)
         print("\nDescribe one: ckptmap mappings NAME.  Use one: ckptmap convert SRC DST --mapping NAME")

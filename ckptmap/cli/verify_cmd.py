@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from .. import api
 from ..errors import UsageError
 from .options import pairs
 
@@ -44,18 +45,15 @@ def verify(
 
       ckptmap verify old/model.ckpt --into tf1
     """
-    from ..verification.run import verify as run_verify
-    from ..verification.run import verify_into
-
     params, renames = pairs(set_ or [], "--set", first=True), pairs(rename or [], "--rename", first=False)
     if (dst is None) == (into is None):
         raise UsageError("Give either DST (verify a conversion) or --into tf1|torch (verify a restore).")
     if into is not None:
-        report: VerifyReport | IntoReport = verify_into(src, into, mapping or None, params, renames)
+        report: VerifyReport | IntoReport = api.verify(src, None, mapping or None, params, renames, into=into)
         print(json.dumps(report.to_dict(), indent=2) if json_output else "\n".join(render_into(report)))
     else:
         assert dst is not None
-        report = run_verify(src, dst, mapping or None, params, renames, tolerance=tolerance, strict=strict)
+        report = api.verify(src, dst, mapping or None, params, renames, tolerance=tolerance, strict=strict)
         print(json.dumps(report.to_dict(), indent=2) if json_output else "\n".join(render_verify(report)))
     if report.exit_code:
         raise typer.Exit(report.exit_code)

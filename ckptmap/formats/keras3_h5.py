@@ -38,6 +38,7 @@ from .hdf5_guard import SIGNATURE, Guard, check_global_heaps_in_file
 from .keras_names import (
     ATTRIBUTES,
     CELL,
+    CONTAINERS,
     LAYER_CLASSES,
     LAYER_ROLES,
     index_key,
@@ -45,8 +46,6 @@ from .keras_names import (
 )
 from .rawio import file_size
 
-# `_layer_checkpoint_dependencies` is what Keras 2.13 wrote instead of `layers` (H5IOStore.get).
-CONTAINERS = ("layers", "_layer_checkpoint_dependencies")
 _MAX_DEPTH = 64  # hard links can make cycles; a real model nests a few levels
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
 

@@ -19,13 +19,13 @@ import h5py
 from .. import kinds
 from ..atomic import AtomicFiles
 from ..cell_kinds import kind_with_gates
-from ..errors import CkptmapError, UnsupportedError, WriteError
+from ..errors import CkptmapError, UnsupportedError, WriteError, one_line
 from ..tree import Checkpoint, TensorEntry
-from .keras3_h5 import CONTAINERS, one_line
 from .keras_names import (
     ATTRIBUTES,
     CELL,
     CELL_NAMES,
+    CONTAINERS,
     DIRECTIONS,
     LAYER_KEYS,
     LAYER_ROLES,
@@ -82,7 +82,7 @@ def write(ckpt: Checkpoint, path: Path, *, progress: Callable[[int], None] | Non
         except CkptmapError:
             raise
         except (OSError, ValueError, RuntimeError, TypeError) as e:
-            raise WriteError(f"{path}: could not write ({one_line(e)}).") from e
+            raise WriteError(f"{path}: could not write ({one_line(e) or type(e).__name__}).") from e
     return [path]
 
 

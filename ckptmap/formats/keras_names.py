@@ -32,6 +32,9 @@ from ..cell_kinds import KINDS, kind_with_gates
 CELL = "cell"
 DIRECTIONS = ("forward_layer", "backward_layer")
 ATTRIBUTES = frozenset({CELL, *DIRECTIONS})
+# The groups of a Keras 3 `.weights.h5` that hold layers by key; `_layer_checkpoint_dependencies`
+# is what Keras 2.13 wrote instead of `layers` (keras/src/saving/saving_lib.py, H5IOStore.get).
+CONTAINERS = ("layers", "_layer_checkpoint_dependencies")
 
 # Variables in creation order, which is the order of Keras 3's `vars/<i>` and of tf-keras'
 # `weight_names` (keras/src/layers/rnn/gru.py, lstm.py, simple_rnn.py: kernel, recurrent_kernel, bias).

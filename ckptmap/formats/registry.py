@@ -6,11 +6,17 @@ Each row names a module that implements the format protocol:
     read(path: Path) -> Checkpoint     lazy: reads the index/header only
     files(path: Path, ckpt: Checkpoint | None = None) -> list[Path]
                                        (writers) the files `write` creates for this destination
-    written_names(ckpt) -> dict[str, str]  (optional) names the writer changes on the way out, as
-                                       reading the file back will show them (TF2 numbers Keras layers)
+    written_names(ckpt) -> dict[str, str]  (writers whose row has `fixes_names`) names the writer
+                                       changes on the way out, as reading the file back shows them
     write(ckpt: Checkpoint, path: Path, *, progress=None) -> list[Path]
                                        (writers) atomic (see ckptmap.atomic), streaming one tensor at a
-                                       time; `progress(n)` is called with the bytes each tensor added
+                                       time; `progress(n)` is called with the bytes each tensor added;
+                                       `max_shard_bytes=` too where the row says `shards`
+
+Each row also says what the rest of ckptmap asks about a format without importing its module: the
+framework that restores it (the API's and the hooks' choice of mapping, `verify`'s backends), its
+label (`inspect`), an example name and what its writer does (`convert --help`, `--shard-size`).
+tests/formats/test_registry.py holds every row to its module.
 
 Modules are imported on first use, so listing formats imports nothing heavy. A format is chosen
 by explicit name, else by trying the formats whose suffixes fit the path first and then all the
@@ -25,18 +31,34 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from ..errors import CkptmapError, FormatError, SourceNotFoundError, UnsupportedError, UsageError
-from ..tree import Checkpoint
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..tree import Checkpoint
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FormatSpec:
+    """One format: where its code is, which framework it belongs to, and what its writer does."""
+
     name: str
     module: str
     description: str
+    # The framework whose own restore reads it (torch.load + load_state_dict, Keras load_weights,
+    # tf.compat.v1.train.Saver): the side of a mapping it is on, and where `verify` restores it.
+    framework: str
+    # The library whose files these are, whose reader opens them as they are: tf1.restore hands a
+    # "tensorflow" file straight to the Saver; "keras" files name tensors as canonical Keras names.
+    library: str
+    label: str  # what `inspect` calls it
+    example: str  # a name a file (or TF prefix) in this format has
     suffixes: tuple[str, ...] = ()
     writable: bool = False
+    shards: bool = False  # the writer spreads data over several files (`convert --shard-size`)
+    fixes_names: str = ""  # what the writer renames on the way out (its `written_names`); "" for nothing
+    preferred: bool = False  # the format written for `framework` when a destination's name does not say
 
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -45,50 +67,102 @@ class FormatSpec:
 FORMATS: tuple[FormatSpec, ...] = (
     # tf2 before tf: both are V2 bundles; tf2's sniff wants the object graph, tf's wants none.
     FormatSpec(
-        "tf2",
-        "ckptmap.formats.tf2_object",
-        "TF2 object-based checkpoint (tf.train.Checkpoint, tf-keras save_weights)",
+        name="tf2",
+        module="ckptmap.formats.tf2_object",
+        description="TF2 object-based checkpoint (tf.train.Checkpoint, tf-keras save_weights)",
+        framework="keras",  # tf-keras' load_weights restores it by object path
+        library="tensorflow",
+        label="TF2 object-based checkpoint",
+        example="ckpt-1",
+        writable=True,
+        fixes_names="Keras layers renamed layer_with_weights-<k>: TF2 checkpoints store no layer names",
+    ),
+    FormatSpec(
+        name="tf",
+        module="ckptmap.formats.tf_bundle",
+        description="TensorFlow checkpoint (V2 bundle: .index + .data shards)",
+        framework="tf1",
+        library="tensorflow",
+        label="TensorFlow checkpoint",
+        example="model.ckpt",
+        suffixes=(".index", ".ckpt"),
+        writable=True,
+        shards=True,
+        preferred=True,
+    ),
+    FormatSpec(
+        name="tf-v1",
+        module="ckptmap.formats.tf_v1",
+        description="TensorFlow V1 single-file checkpoint (TF <= 1.0)",
+        framework="tf1",
+        library="tensorflow",
+        label="TensorFlow V1 checkpoint",
+        example="model.ckpt-1000",
+    ),
+    FormatSpec(
+        name="torch",
+        module="ckptmap.formats.torch_zip",
+        description="PyTorch torch.save file (zip)",
+        framework="torch",
+        library="torch",
+        label="PyTorch file",
+        example="model.pt",
+        suffixes=(".pt", ".pth", ".bin"),
+        writable=True,
+        preferred=True,
+    ),
+    FormatSpec(
+        name="torch-legacy",
+        module="ckptmap.formats.torch_legacy",
+        description="PyTorch torch.save file (legacy, pre-1.6)",
+        framework="torch",
+        library="torch",
+        label="PyTorch legacy file",
+        example="model.pth",
+        suffixes=(".pt", ".pth", ".bin"),
+    ),
+    FormatSpec(
+        name="safetensors",
+        module="ckptmap.formats.safetensors_file",
+        description="safetensors",
+        framework="torch",  # written with torch's names, for safetensors.torch.load_file
+        library="safetensors",
+        label="safetensors file",
+        example="model.safetensors",
+        suffixes=(".safetensors",),
         writable=True,
     ),
     FormatSpec(
-        "tf",
-        "ckptmap.formats.tf_bundle",
-        "TensorFlow checkpoint (V2 bundle: .index + .data shards)",
-        (".index", ".ckpt"),
+        name="keras3",
+        module="ckptmap.formats.keras3_h5",
+        description="Keras 3 weights (model.save_weights: .weights.h5)",
+        framework="keras",
+        library="keras",
+        label="Keras 3 weights file",
+        example="model.weights.h5",
+        suffixes=(".weights.h5",),
         writable=True,
-    ),
-    FormatSpec("tf-v1", "ckptmap.formats.tf_v1", "TensorFlow V1 single-file checkpoint (TF <= 1.0)"),
-    FormatSpec(
-        "torch",
-        "ckptmap.formats.torch_zip",
-        "PyTorch torch.save file (zip)",
-        (".pt", ".pth", ".bin"),
-        writable=True,
+        preferred=True,
     ),
     FormatSpec(
-        "torch-legacy",
-        "ckptmap.formats.torch_legacy",
-        "PyTorch torch.save file (legacy, pre-1.6)",
-        (".pt", ".pth", ".bin"),
+        name="keras-archive",
+        module="ckptmap.formats.keras_archive",
+        description="Keras 3 model archive (.keras)",
+        framework="keras",
+        library="keras",
+        label="Keras 3 model archive",
+        example="model.keras",
+        suffixes=(".keras",),
     ),
     FormatSpec(
-        "safetensors", "ckptmap.formats.safetensors_file", "safetensors", (".safetensors",), writable=True
-    ),
-    FormatSpec(
-        "keras3",
-        "ckptmap.formats.keras3_h5",
-        "Keras 3 weights (model.save_weights: .weights.h5)",
-        (".weights.h5",),
-        writable=True,
-    ),
-    FormatSpec(
-        "keras-archive", "ckptmap.formats.keras_archive", "Keras 3 model archive (.keras)", (".keras",)
-    ),
-    FormatSpec(
-        "keras2",
-        "ckptmap.formats.keras2_h5",
-        "Keras 2 / tf-keras HDF5 weights (.h5)",
-        (".h5", ".hdf5"),
+        name="keras2",
+        module="ckptmap.formats.keras2_h5",
+        description="Keras 2 / tf-keras HDF5 weights (.h5)",
+        framework="keras",
+        library="keras",
+        label="Keras 2 HDF5 weights file",
+        example="model.h5",
+        suffixes=(".h5", ".hdf5"),
         writable=True,
     ),
 )
@@ -105,6 +179,46 @@ def spec(name: str) -> FormatSpec:
 
 def writable_formats() -> list[str]:
     return [f.name for f in FORMATS if f.writable]
+
+
+def sharding_formats() -> list[str]:
+    return [f.name for f in FORMATS if f.shards]
+
+
+def label(name: str) -> str:
+    """What `inspect` calls format `name` (a name the table does not know is shown as it is)."""
+    found = _BY_NAME.get(name)
+    return found.label if found else name
+
+
+def framework_of(name: str) -> str:
+    """The framework whose own restore reads format `name` (tf1, torch, keras)."""
+    found = _BY_NAME.get(name)
+    if found is None:
+        raise UnsupportedError(f"No framework here restores '{name}' checkpoints.")
+    return found.framework
+
+
+def formats_of(framework: str) -> tuple[str, ...]:
+    """The formats `framework`'s own restore reads."""
+    return tuple(f.name for f in FORMATS if f.framework == framework)
+
+
+def frameworks() -> tuple[str, ...]:
+    return tuple(dict.fromkeys(f.framework for f in FORMATS))
+
+
+def preferred(framework: str) -> FormatSpec:
+    """The format written for `framework` when nothing else says which (convert, verify)."""
+    for f in FORMATS:
+        if f.framework == framework and f.preferred:
+            return f
+    raise UsageError(f"No format is written for '{framework}'; frameworks: {', '.join(frameworks())}.")
+
+
+def of_library(library: str) -> frozenset[str]:
+    """The formats that are `library`'s own files (tensorflow, torch, safetensors, keras)."""
+    return frozenset(f.name for f in FORMATS if f.library == library)
 
 
 def detect(path: Path) -> FormatSpec:
@@ -223,10 +337,15 @@ def output_format(path: Path, to: str | None) -> FormatSpec:
     if _suffix_match(best, path):
         return best
     raise UsageError(
-        f"{path}: cannot tell the output format from the name; "
-        f"use a .pt/.pth/.bin, .safetensors, .weights.h5, .h5 or .ckpt/.index name, or --to "
+        f"{path}: cannot tell the output format from the name; use a {written_suffixes()} name, or --to "
         f"{'|'.join(writable_formats())}."
     )
+
+
+def written_suffixes() -> str:
+    """The names writable formats are known by: `.ckpt/.index, .pt/.pth/.bin, ... or .h5/.hdf5`."""
+    named = ["/".join(f.suffixes) for f in FORMATS if f.writable and f.suffixes]
+    return f"{', '.join(named[:-1])} or {named[-1]}"
 
 
 def has_known_suffix(path: Path) -> bool:

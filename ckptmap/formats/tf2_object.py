@@ -26,7 +26,7 @@ from ..errors import CkptmapError, FormatError, WriteError
 from ..tree import Checkpoint, TensorEntry
 from . import keras_names as kn
 from . import object_graph as og
-from . import tf_bundle
+from . import registry, tf_bundle
 from .protowire import WireError
 
 if TYPE_CHECKING:
@@ -35,7 +35,6 @@ else:
     np = lazy.module("numpy")
 
 FORMAT = "tf2"
-KERAS_FORMATS = frozenset({"keras2", "keras3", "keras-archive"})
 _KNOWN_ROLES = frozenset(r for roles in kn.LAYER_ROLES.values() for r in roles)
 
 
@@ -246,7 +245,8 @@ def written_names(ckpt: Checkpoint) -> dict[str, str]:
 
 def looks_keras(ckpt: Checkpoint) -> bool:
     """Whether the names are canonical Keras names with layer names (see `write`)."""
-    if ckpt.format in KERAS_FORMATS or ckpt.metadata.get("names_of") == "keras":  # read, or mapped, as Keras
+    read_as_keras = ckpt.format in registry.of_library("keras")  # canonical Keras names, from a Keras file
+    if read_as_keras or ckpt.metadata.get("names_of") == "keras":  # or mapped to them
         return True
     if ckpt.format in (FORMAT, tf_bundle.FORMAT):
         return False  # already object paths

@@ -14,7 +14,7 @@ import functools
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,14 +22,17 @@ from .. import kinds
 from ..cells import shapes
 from ..cells.model import RNN, CellRef
 from ..cells.recognize import family, find_in_entries
+from ..entry import TensorEntry
 from ..errors import MappingError
-from ..tree import Checkpoint, TensorEntry
 from .expr import ExprError, Node, OpNode, SourceNode, row_blocks
 from .ops import GROWTH_BYTES, Flat, Zeros, c_order
 from .plan import Approximation, Plan, PlannedTensor
 from .regexes import Budget, NameTooLong
 from .schema import CellRule, MappingSpec, MatchRule, RenameRule, Rule
 from .template import TemplateError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..tree import Checkpoint  # made with `derived`: tree imports what shows it, and that imports this
 
 
 @dataclass
@@ -340,14 +343,8 @@ class _Run:
         # Names are now the target framework's (`names_of`): a writer that lays names out per
         # framework (TF2 checkpoints number Keras layers) goes by it, not by the source's format.
         names_of = self.spec.target_framework or self.ckpt.metadata.get("names_of")
-        out = Checkpoint(
-            entries,
-            format=self.ckpt.format,
-            path=self.ckpt.path,
-            files=self.ckpt.files,
-            notes=self.ckpt.notes,
-            metadata={**self.ckpt.metadata, **({"names_of": names_of} if names_of else {})},
-            classify=False,
+        out = self.ckpt.derived(
+            entries, metadata={**self.ckpt.metadata, **({"names_of": names_of} if names_of else {})}
         )
         plan = Plan(
             [self.spec.name],

@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import dtypes
 from ..cells.layouts import GateLayout, layout
-from ..tree import TensorEntry, rows_per_block
+from ..entry import TensorEntry, rows_per_block
 from . import ops
 from .ops import Op, OpError
 

@@ -13,14 +13,16 @@ from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from ..errors import RuleError, UsageError
-from ..tree import Checkpoint
 from . import engine, schema
 from .plan import Plan
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..tree import Checkpoint
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Which framework restores which checkpoint formats, and the module that builds its models.
+"""The module that builds each framework's models for `verify` (which formats a framework restores
+is the table of formats' to say: `registry.formats_of`).
 
 Each backend module has `restore_and_run(rnn, ckpt, batches, *, by, options) -> Outcome`:
 `by="checkpoint"` restores each tensor from the name the checkpoint gives it (verifying a
@@ -18,38 +19,33 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from ..errors import UnsupportedError, UsageError
+from ..formats import registry
 
 
 @dataclass(frozen=True)
 class Backend:
     framework: str
     module: str
-    formats: tuple[str, ...]  # checkpoint formats this framework's own restore reads
-    write_as: str  # the format to write a mapped checkpoint in before restoring it
     install: str
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        """The checkpoint formats this framework's own restore reads (from the table of formats)."""
+        return registry.formats_of(self.framework)
+
+    @property
+    def write_as(self) -> str:
+        """The format a mapped checkpoint is written in before this framework restores it."""
+        return registry.preferred(self.framework).name
 
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
 
 
 BACKENDS: dict[str, Backend] = {
-    "tf1": Backend(
-        "tf1", "ckptmap.verification.tf1_model", ("tf", "tf-v1"), "tf", "pip install 'ckptmap[tf]'"
-    ),
-    "torch": Backend(
-        "torch",
-        "ckptmap.verification.torch_model",
-        ("torch", "torch-legacy", "safetensors"),
-        "torch",
-        "pip install 'ckptmap[torch]'",
-    ),
-    "keras": Backend(
-        "keras",
-        "ckptmap.verification.keras_model",
-        ("keras3", "keras-archive", "keras2", "tf2"),
-        "keras3",
-        "pip install 'ckptmap[keras,tf]'",
-    ),
+    "tf1": Backend("tf1", "ckptmap.verification.tf1_model", "pip install 'ckptmap[tf]'"),
+    "torch": Backend("torch", "ckptmap.verification.torch_model", "pip install 'ckptmap[torch]'"),
+    "keras": Backend("keras", "ckptmap.verification.keras_model", "pip install 'ckptmap[keras,tf]'"),
 }
 
 
@@ -58,14 +54,6 @@ def backend(framework: str) -> Backend:
         return BACKENDS[framework]
     except KeyError:
         raise UsageError(f"Cannot verify in '{framework}'; frameworks: {', '.join(BACKENDS)}.") from None
-
-
-def framework_of(fmt: str) -> str:
-    """The framework whose restore reads checkpoint format `fmt`."""
-    for b in BACKENDS.values():
-        if fmt in b.formats:
-            return b.framework
-    raise UnsupportedError(f"No framework here restores '{fmt}' checkpoints.")
 
 
 def import_framework(name: str, install: str) -> ModuleType:

@@ -8,6 +8,7 @@ plan says which targets each source tensor became).
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 from collections.abc import Mapping as MappingABC
@@ -16,7 +17,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .. import api
 from ..errors import MappingError
 from ..formats import registry
 from ..pipeline import apply, as_written, resolve_mappings
@@ -24,7 +24,7 @@ from ..recognition import Recognized, recognize
 from ..rules.mapping import Mapping, builtin_for
 from ..rules.plan import Plan
 from ..suggest import pair
-from .backends import backend, framework_of
+from .backends import backend
 from .cases import CASES, FIRST_STEP, Case, batches, nudged
 from .report import (
     APPROXIMATE,
@@ -42,10 +42,12 @@ from .report import (
     tolerance_for,
 )
 
+PathLike = str | os.PathLike[str]
+
 
 def verify(
-    src: api.PathLike,
-    dst: api.PathLike,
+    src: PathLike,
+    dst: PathLike,
     mapping: Any = None,
     params: MappingABC[str, Any] | None = None,
     rename: MappingABC[str, str] | None = None,
@@ -58,8 +60,8 @@ def verify(
 
     Without a mapping, the built-in one between the two frameworks is used (tf1-to-torch, ...).
     """
-    source, target = api.load(src), api.load(dst)
-    src_fw, dst_fw = framework_of(source.format), framework_of(target.format)
+    source, target = registry.read(src), registry.read(dst)
+    src_fw, dst_fw = registry.framework_of(source.format), registry.framework_of(target.format)
     mappings = _choose(mapping, params, src_fw, dst_fw)
     mapped, plan = apply(source, mappings, rename)
     plan = as_written(mapped, plan, registry.spec(target.format))
@@ -86,7 +88,7 @@ def verify(
 
 
 def verify_into(
-    src: api.PathLike,
+    src: PathLike,
     framework: str,
     mapping: Any = None,
     params: MappingABC[str, Any] | None = None,
@@ -96,17 +98,18 @@ def verify_into(
     (after the mapping, if one is given or the frameworks differ). Reports what the models need
     that the checkpoint lacks, shape mismatches and what no model reads, with suggestions."""
     be = backend(framework)
-    source = api.load(src)
-    src_fw = framework_of(source.format)
+    source = registry.read(src)
+    src_fw = registry.framework_of(source.format)
     mappings = _choose(mapping, params, src_fw, framework) if (mapping or src_fw != framework) else []
     mapped, plan = apply(source, mappings, rename)
     options = _cell_options(mappings)
     with tempfile.TemporaryDirectory(prefix="ckptmap-verify-") as tmp:
         ckpt = source
         if mappings or rename or source.format not in be.formats:
-            path = Path(tmp) / f"model{registry.spec(be.write_as).suffixes[0]}"
-            api.save(mapped, path, format=be.write_as)
-            ckpt = api.load(path)
+            fmt = registry.spec(be.write_as)
+            path = Path(tmp) / fmt.example
+            fmt.load().write(mapped, path)
+            ckpt = registry.read(path)
         found = [r for r in recognize(ckpt, partial=True) if r.rnn.framework == framework]
         if not found:
             after = f" after {', '.join(plan.mappings)}" if plan.mappings else ""
@@ -142,7 +145,7 @@ def _choose(mapping: Any, params: MappingABC[str, Any] | None, src_fw: str, dst_
     return resolve_mappings(mapping, params or {})
 
 
-def _no_counterpart(dst: api.PathLike, plan: Plan, *, chosen: bool) -> str:
+def _no_counterpart(dst: PathLike, plan: Plan, *, chosen: bool) -> str:
     used = ", ".join(plan.mappings) or "no mapping"
     why = " (chosen for these formats; pass the mapping the conversion used)" if chosen else ""
     return f"{dst} has no RNN made from this one by {used}{why}"

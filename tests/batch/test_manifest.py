@@ -213,7 +213,8 @@ def case(id_: str, text: str, message: str):
             "defaults: {mapping: tf1-to-torch}\n"
             + J
             + "src: flat/lstm.pt\n    dst: x.pt\n    set: {forget: 1}\n",
-            r":5: set: 'forget' is not a parameter of tf1-to-torch \(parameters: cudnn_forget_bias, forget_bias\)",
+            r":5: set: 'forget' is not a parameter of tf1-to-torch "
+            r"\(parameters: cudnn_forget_bias, forget_bias\)",
         ),
         case(
             "set-bad-value-in-defaults",
