@@ -269,6 +269,13 @@ def _refuse_no_rnn_converted(source: Checkpoint, mappings: Sequence[Mapping], pl
     from .rules.schema import CellRule
 
     converts_cells = any(isinstance(r, CellRule) for m in mappings for r in m.spec.rules)
+    if not plan.targets and plan.dropped:  # e.g. a cuDNN buffer alone, which tf1-to-torch drops
+        names = ", ".join(m.name for m in mappings)
+        name, why = plan.dropped[0]
+        raise NothingDoneError(
+            f"{names} left nothing of {source.path} to write: it dropped all {len(plan.dropped)} "
+            f"tensor(s) ('{name}': {why}). Pass --allow-noop to write an empty file anyway."
+        )
     rnns = source.rnns
     if converts_cells and rnns and plan.rnns_converted == 0:
         names = ", ".join(m.name for m in mappings)

@@ -102,3 +102,12 @@ def test_beside_the_canonical_tensors_the_buffer_is_dropped_and_named(tmp_path, 
     module = torch.nn.Module()
     module.cudnn_lstm = torch.nn.LSTM(3, 4)
     module.load_state_dict(torch.load(tmp_path / "m.pt", weights_only=True), strict=True)
+
+
+def test_a_buffer_alone_under_tf1_to_torch_is_no_success_and_points_to_cudnn_opaque(tmp_path, capsys):
+    # tf1-to-torch drops the buffer (it converts the canonical tensors beside it); alone, that
+    # would leave an empty file: exit 1, nothing written, and the drop's reason names the way.
+    save_opaque(tmp_path / "m.ckpt", np.zeros(144, np.float32))
+    code, _, err = run(capsys, "convert", tmp_path / "m.ckpt", tmp_path / "m.pt", "-m", "tf1-to-torch")
+    assert code == 1 and not (tmp_path / "m.pt").exists()
+    assert "left nothing of" in err and "-m cudnn-opaque" in err
