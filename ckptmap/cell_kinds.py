@@ -40,8 +40,10 @@ class InFramework:
     missing: str = ""  # why the framework has no counterpart, when `classes` is empty
     key: str = ""  # Keras: the layer's snake-case key and default name (`simple_rnn`)
     cell_name: str = ""  # Keras: the cell's default name, as tf-keras writes it (`simple_rnn_cell`)
-    # Classes of TF 1.x contrib that TensorFlow 2 no longer has: recognized, and built by verify
-    # from their TF 1.x code (verification/tf1_contrib_cells.py).
+    # Classes that today's framework no longer builds: TF 1.x contrib cells, recognized and built by
+    # verify from their TF 1.x code (verification/tf1_contrib_cells.py); Keras 2's CuDNN layers,
+    # which tf-keras builds but runs only on a GPU and Keras 3 does not have (formats/keras_names.py
+    # CUDNN_CLASSES says how their weights differ).
     removed: tuple[str, ...] = ()
 
     @property
@@ -79,13 +81,33 @@ KINDS: tuple[CellKind, ...] = (
         state=("h", "c"),
         facts={"peepholes": bool, "proj": bool},
         frameworks={
+            # LSTMBlockCell, LSTMBlockFusedCell and LayerNormBasicLSTMCell(layer_norm=False): TF 1.x
+            # contrib twins of LSTMCell (cells/tf1_specs.py).
             "tf1": InFramework(
-                ("LSTMCell", "BasicLSTMCell", "CudnnCompatibleLSTMCell"),
+                (
+                    "LSTMCell",
+                    "BasicLSTMCell",
+                    "CudnnCompatibleLSTMCell",
+                    "LSTMBlockCell",
+                    "LSTMBlockFusedCell",
+                    "LayerNormBasicLSTMCell",
+                ),
                 "tf1.lstm",
-                removed=("CudnnCompatibleLSTMCell",),
+                removed=(
+                    "CudnnCompatibleLSTMCell",
+                    "LSTMBlockCell",
+                    "LSTMBlockFusedCell",
+                    "LayerNormBasicLSTMCell",
+                ),
             ),
             "torch": InFramework(("nn.LSTM",), "torch.lstm"),
-            "keras": InFramework(("LSTM",), "keras.lstm", key="lstm", cell_name="lstm_cell"),
+            "keras": InFramework(
+                ("LSTM", "CuDNNLSTM"),
+                "keras.lstm",
+                key="lstm",
+                cell_name="lstm_cell",
+                removed=("CuDNNLSTM",),
+            ),
         },
         source="tensorflow/python/ops/rnn_cell_impl.py LSTMCell; torch/nn/modules/rnn.py LSTM; "
         "keras/src/layers/rnn/lstm.py",
@@ -97,10 +119,14 @@ KINDS: tuple[CellKind, ...] = (
         facts={"reset_after": bool},
         frameworks={
             "tf1": InFramework(
-                ("GRUCell", "CudnnCompatibleGRUCell"), "tf1.gru", removed=("CudnnCompatibleGRUCell",)
+                ("GRUCell", "CudnnCompatibleGRUCell", "GRUBlockCell", "GRUBlockCellV2"),
+                "tf1.gru",
+                removed=("CudnnCompatibleGRUCell", "GRUBlockCell", "GRUBlockCellV2"),
             ),
             "torch": InFramework(("nn.GRU",), "torch.gru"),
-            "keras": InFramework(("GRU",), "keras.gru", key="gru", cell_name="gru_cell"),
+            "keras": InFramework(
+                ("GRU", "CuDNNGRU"), "keras.gru", key="gru", cell_name="gru_cell", removed=("CuDNNGRU",)
+            ),
         },
         source="tensorflow/python/ops/rnn_cell_impl.py GRUCell; torch/nn/modules/rnn.py GRU; "
         "keras/src/layers/rnn/gru.py",
@@ -120,6 +146,95 @@ KINDS: tuple[CellKind, ...] = (
     ),
 )
 
+
+def _tf1_only(name: str, cls: str, gates: int, state: tuple[str, ...], why: str, source: str) -> CellKind:
+    """A TF 1.x contrib cell that neither PyTorch nor Keras has: recognized, shown, refused."""
+    missing = InFramework(missing=why)
+    return CellKind(
+        name,
+        gates=gates,
+        state=state,
+        facts={},
+        frameworks={"tf1": InFramework((cls,), removed=(cls,)), "torch": missing, "keras": missing},
+        source=source,
+    )
+
+
+_CONTRIB = "tensorflow/contrib/rnn/python/ops/rnn_cell.py (TF 1.15)"
+KINDS += (
+    _tf1_only(
+        "nas",
+        "NASCell",
+        8,
+        ("h", "c"),
+        "NASCell's 8 gates feed a fixed tree of products and sums found by architecture search "
+        "(Zoph and Le, 2017), which no built-in layer computes",
+        _CONTRIB,
+    ),
+    _tf1_only(
+        "ugrnn",
+        "UGRNNCell",
+        2,
+        ("h",),
+        "UGRNNCell mixes state and candidate with a single update gate and no reset gate (Collins "
+        "et al., 2017), which neither a GRU nor a plain RNN computes",
+        _CONTRIB,
+    ),
+    _tf1_only(
+        "indrnn",
+        "IndRNNCell",
+        1,
+        ("h",),
+        "IndRNNCell's recurrence is one weight per unit (kernel_u [1, units]), not a matrix; an RNN "
+        "with ReLU and a diagonal recurrent matrix would compute it, but no built-in mapping makes one",
+        _CONTRIB,
+    ),
+    _tf1_only(
+        "layer_norm_lstm",
+        "LayerNormBasicLSTMCell",
+        4,
+        ("h", "c"),
+        "LayerNormBasicLSTMCell normalizes every gate and the cell state (gamma, beta), and no "
+        "built-in LSTM has layer normalization",
+        _CONTRIB,
+    ),
+    _tf1_only(
+        "intersection_rnn",
+        "IntersectionRNNCell",
+        4,
+        ("h",),
+        "IntersectionRNNCell gates its state and its output apart (Collins et al., 2017), which no "
+        "built-in layer computes",
+        _CONTRIB,
+    ),
+    _tf1_only(
+        "phased_lstm",
+        "PhasedLSTMCell",
+        2,
+        ("h", "c"),
+        "PhasedLSTMCell opens and closes its state with a time gate (period, phase, ratio_on) driven "
+        "by timestamps fed beside the input, which no built-in LSTM has",
+        _CONTRIB,
+    ),
+    _tf1_only(
+        "cifg_lstm",
+        "CoupledInputForgetGateLSTMCell",
+        3,
+        ("h", "c"),
+        "CoupledInputForgetGateLSTMCell has no input gate of its own (it is 1 - forget); an LSTM "
+        "whose input gate is the negated forget gate would compute it, but no built-in mapping makes one",
+        _CONTRIB,
+    ),
+    _tf1_only(
+        "grid_lstm",
+        "GridLSTMCell",
+        4,
+        ("h", "c"),
+        "GridLSTMCell runs LSTMs along both time and frequency blocks of its input, which no "
+        "built-in layer does",
+        _CONTRIB,
+    ),
+)
 _BY_NAME = {k.name: k for k in KINDS}
 KIND_NAMES = tuple(_BY_NAME)
 

@@ -32,7 +32,14 @@ from collections.abc import Mapping
 from ..cell_kinds import gate_count, kind_with_gates
 from ..entry import TensorEntry
 from ..errors import MappingError
-from ..formats.keras_names import CELL, DIRECTIONS, LAYER_CLASSES, LAYER_KEYS, RNN_CELL_ROLES
+from ..formats.keras_names import (
+    CELL,
+    CUDNN_CLASSES,
+    DIRECTIONS,
+    LAYER_CLASSES,
+    LAYER_KEYS,
+    RNN_CELL_ROLES,
+)
 from .model import RNN, CellRef, require_layer_stacking
 
 
@@ -116,6 +123,7 @@ def _layer(
     kind, input_size, units = measured[0][:3]
     with_bias = [m for m in measured if m[3]]
     has_bias, reset_after = bool(with_bias), (with_bias or measured)[0][4]
+    cudnn = any(m[5] for m in measured)
     refs = tuple(
         CellRef(0, reverse, scope, members, input_size) for reverse, (_, members) in sorted(sides.items())
     )
@@ -123,7 +131,7 @@ def _layer(
     return RNN(
         framework="keras",
         kind=kind,
-        cell_type=LAYER_CLASSES[kind],
+        cell_type=CUDNN_CLASSES[kind] if cudnn else LAYER_CLASSES[kind],
         scope=scope,
         input_size=input_size,
         units=units,
@@ -148,7 +156,9 @@ def _graph_cell(
     measured = _measure(members, entries, partial)
     if measured is None:
         return None
-    kind, input_size, units, has_bias, reset_after = measured
+    kind, input_size, units, has_bias, reset_after, cudnn = measured
+    if cudnn:  # a tf.keras cell in a TF1 graph has no cuDNN twin
+        return None
     head, _, cell_name = path.rpartition("/")
     if head == "while" or head.endswith("/while"):  # the frame TF1's while loop names its ops after
         head = head[: -len("while")].rstrip("/")
@@ -171,7 +181,8 @@ def _graph_cell(
 
 def _measure(
     members: dict[str, str], entries: Mapping[str, TensorEntry], partial: bool
-) -> tuple[str, int, int, bool, bool | None] | None:
+) -> tuple[str, int, int, bool, bool | None, bool] | None:
+    """(kind, input size, units, has a bias, reset_after, Keras 2 CuDNN layer) from the shapes."""
     if "kernel" not in members or "recurrent_kernel" not in members:
         return None
     kernel, recurrent = entries[members["kernel"]].shape, entries[members["recurrent_kernel"]].shape
@@ -182,13 +193,13 @@ def _measure(
     if kind is None:
         return None
     bias = entries[members["bias"]].shape if "bias" in members else None
+    # CuDNNLSTM / CuDNNGRU keep cuDNN's two biases end to end (formats/keras_names.py CUDNN_CLASSES);
+    # a CuDNNGRU is a GRU(reset_after=True).
+    cudnn = kind in CUDNN_CLASSES and bias == (2 * recurrent[1],)
     reset_after = None
     if kind == "gru":  # without a bias the weights cannot tell; Keras' default (True) is assumed
-        reset_after = bias is None or len(bias) == 2
-    if (
-        bias is not None
-        and not partial
-        and bias not in (((recurrent[1],), (2, recurrent[1])) if kind == "gru" else ((recurrent[1],),))
-    ):
+        reset_after = bias is None or len(bias) == 2 or cudnn
+    fits = ((recurrent[1],), (2, recurrent[1])) if kind == "gru" else ((recurrent[1],),)
+    if bias is not None and not partial and not cudnn and bias not in fits:
         return None
-    return kind, kernel[0], units, bias is not None, reset_after
+    return kind, kernel[0], units, bias is not None, reset_after, cudnn

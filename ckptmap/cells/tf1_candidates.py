@@ -65,8 +65,14 @@ def candidates(names: Iterable[str]) -> dict[str, tuple[TF1Cell, ...]]:
         parent = head.rpartition("/")[2]
         for spec, path in _BY_TAIL.get((parent, leaf), ()):
             scope = name[: -len(path) - 1]
-            if name.endswith("/" + path) and scope.rpartition("/")[2] == spec.scope_name:
-                found.setdefault(scope, (spec,))
+            # A scope several rows name (with and without a layer norm) has a reading of each.
+            known = found.get(scope, ())
+            if (
+                name.endswith("/" + path)
+                and scope.rpartition("/")[2] == spec.scope_name
+                and spec not in known
+            ):
+                found[scope] = (*known, spec)
         if not head or parent in BY_SCOPE:
             continue
         if leaf in PEEPHOLES:
@@ -81,7 +87,12 @@ def candidates(names: Iterable[str]) -> dict[str, tuple[TF1Cell, ...]]:
     for scope in unnamed:
         if scope not in found and _in_a_cells_place(scope, names, under_rnn):
             found[scope] = (LSTM, VANILLA)
-    return {scope: specs for scope, specs in found.items() if scope not in keras}
+    # A Keras cell's scope holds `recurrent_kernel`; so does a NASCell's, which says so in its row.
+    return {
+        scope: specs
+        for scope, specs in found.items()
+        if scope not in keras or any("recurrent_kernel" in spec.members for spec in specs)
+    }
 
 
 def _in_a_cells_place(scope: str, names: list[str], under_rnn: dict[str, set[str]]) -> bool:

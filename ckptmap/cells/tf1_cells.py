@@ -18,13 +18,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from .. import cell_kinds
 from ..cell_kinds import KIND_NAMES
 from ..entry import TensorEntry
 from ..errors import MappingError
 from .layouts import layout
 from .model import NOTE_UNEVEN, RNN, STACK_LAYERS, STACK_PER_DIRECTION, CellRef
 from .tf1_candidates import candidates
-from .tf1_specs import CELLS, PEEPHOLES, TF1Cell, kind_roles, spec_for
+from .tf1_specs import CELLS, PEEPHOLES, TF1Cell, axis_terms, kind_roles, spec_for
 
 __all__ = ["CELLS", "TF1Cell", "cell_roles", "cell_scope", "find", "implicit", "member_name", "roles"]
 _CELL_K = re.compile(r"cell_(\d+)")
@@ -55,6 +56,7 @@ def find(entries: Mapping[str, TensorEntry], *, partial: bool = False) -> list[R
     groups: dict[tuple[str, str], list[tuple[_Place, list[_Found]]]] = {}
     for scope, specs in candidates(entries).items():
         readings = [found for spec in specs if (found := _measure(scope, spec, entries, partial))]
+        readings.sort(key=lambda f: -len(f.members))  # of two rows of a class, the one that reads more
         if readings:
             place = _parse_place(scope)
             groups.setdefault((place.user_scope, place.form), []).append((place, readings))
@@ -65,11 +67,12 @@ def cell_scope(target: RNN, layer: int, reverse: bool) -> str:
     """The scope a fresh TF1 graph gives this cell (inverse of `_parse_place`)."""
     parts = [target.scope] if target.scope else []
     direction = "bw" if reverse else "fw"
+    stacked = _spec_for(target).always_stacked
     if not target.bidirectional:
         parts.append("rnn")
-        if target.layers > 1:
+        if target.layers > 1 or stacked:
             parts += ["multi_rnn_cell", f"cell_{layer}"]
-    elif target.layers == 1:
+    elif target.layers == 1 and not stacked:
         parts += ["bidirectional_rnn", direction]
     elif target.stacking == STACK_PER_DIRECTION:
         parts += ["bidirectional_rnn", direction, "multi_rnn_cell", f"cell_{layer}"]
@@ -115,7 +118,7 @@ def _measure(scope: str, spec: TF1Cell, entries: Mapping[str, TensorEntry], part
     shapes = {role: entries[name].shape for role, name in members.items()}
     if partial:  # sizes from the kernels alone, so a tensor of the wrong shape is reported, not hidden
         shapes = {role: shape for role, shape in shapes.items() if "kernel" in role}
-    dims = _DIMS[spec.kind](shapes)
+    dims = _measured_by_dims(spec.dims, shapes) if spec.dims is not None else _DIMS[spec.kind](shapes)
     if dims is None:
         return None
     input_size, units, proj = dims
@@ -126,6 +129,33 @@ def _measure(scope: str, spec: TF1Cell, entries: Mapping[str, TensorEntry], part
 # Sizes come from the kernels; every other tensor present must agree with them. A cell missing
 # some tensors (what `verify --into` reports) is still measured when its kernel is there.
 Shapes = Mapping[str, tuple[int, ...]]
+
+
+def _measured_by_dims(dims: Mapping[str, tuple[str, ...]], s: Shapes) -> tuple[int, int, int | None] | None:
+    """Input and units from shapes written as sums of `input` and `units` (TF1Cell.dims): units
+    from an axis that is units alone, input from one that holds it; every shape present must fit."""
+    if any(role not in dims or len(shape) != len(dims[role]) for role, shape in s.items()):
+        return None
+    axes = [
+        (size, terms)
+        for role, shape in s.items()
+        for size, text in zip(shape, dims[role], strict=True)
+        if (terms := axis_terms(text)) is not None
+    ]
+    units = next((size // b for size, (a, b, _) in axes if a == 0 and b > 0 and size % b == 0), 0)
+    input_size = next(
+        (
+            (size - b * units - c) // a
+            for size, (a, b, c) in axes
+            if a > 0 and (size - b * units - c) % a == 0
+        ),
+        0,
+    )
+    if units <= 0 or input_size <= 0:
+        return None
+    if any(size != a * input_size + b * units + c for size, (a, b, c) in axes):
+        return None
+    return input_size, units, None
 
 
 def _lstm_dims(s: Shapes) -> tuple[int, int, int | None] | None:
@@ -173,6 +203,13 @@ def _rnn_dims(s: Shapes) -> tuple[int, int, int | None] | None:
 
 
 _DIMS = {"lstm": _lstm_dims, "gru": _gru_dims, "rnn": _rnn_dims}
+
+
+def _reset_after(spec: TF1Cell) -> bool | None:
+    if spec.reset_after is not None:
+        return spec.reset_after
+    key = cell_kinds.kind(spec.kind).of("tf1").layout  # kinds with no counterpart have no gate layout
+    return layout(key).reset_after if key else None
 
 
 def _parse_place(cell_scope_name: str) -> _Place:
@@ -255,9 +292,7 @@ def _group_rnn(user_scope: str, form: str, cells: list[tuple[_Place, _Found]]) -
         dtype=first.dtype,
         cell_name=first.scope.rpartition("/")[2],
         # GRUCell resets h before the matmul; CudnnCompatibleGRUCell after it
-        reset_after=first.spec.reset_after
-        if first.spec.reset_after is not None
-        else layout(f"tf1.{first.spec.kind}").reset_after,
+        reset_after=_reset_after(first.spec),
         cells=refs,
     )
     if any(f.units != first.units or f.proj != first.proj for _, f in cells):

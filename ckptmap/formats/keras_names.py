@@ -49,6 +49,14 @@ _KERAS = {k.name: k.of("keras") for k in KINDS if k.counterpart("keras")}
 LAYER_CLASSES = {name: keras.builds for name, keras in _KERAS.items()}
 LAYER_KEYS = {name: keras.key for name, keras in _KERAS.items()}
 CELL_NAMES = {keras.key: keras.cell_name for keras in _KERAS.values()}
+# Keras 2's CuDNNLSTM and CuDNNGRU (tf_keras/src/layers/rnn/cudnn_lstm.py, cudnn_gru.py) hold the
+# weights of cuDNN's layout under the names of LSTM and GRU: a bias [2*g*units], cuDNN's input
+# biases then its recurrent ones, and each gate's input-kernel block [input, units] holding that
+# gate's [units, input] matrix in row-major order (tf_keras/src/saving/legacy/hdf5_format.py,
+# `_convert_rnn_weights`, which converts them when a file of theirs is loaded into LSTM or GRU).
+CUDNN_CLASSES = {
+    name: cls for name, keras in _KERAS.items() for cls in keras.removed if cls.startswith("CuDNN")
+}
 
 # Other common layers, by Keras class name: their variables in creation order.
 LAYER_ROLES: dict[str, tuple[str, ...]] = {
@@ -69,15 +77,18 @@ LAYER_ROLES: dict[str, tuple[str, ...]] = {
 def rnn_cell_roles(shapes: Sequence[tuple[int, ...]]) -> tuple[str, ...] | None:
     """The roles of a cell's variables when their shapes are those of a Keras RNN cell:
     kernel [input, g*units], recurrent_kernel [units, g*units], and optionally a bias
-    [g*units] or, for GRU(reset_after=True), [2, g*units]."""
+    [g*units], for GRU(reset_after=True) [2, g*units], and for Keras 2's CuDNNLSTM and CuDNNGRU
+    [2*g*units]."""
     if len(shapes) not in (2, 3):
         return None
     kernel, recurrent = shapes[0], shapes[1]
     if len(kernel) != 2 or len(recurrent) != 2 or kernel[1] != recurrent[1]:
         return None
-    if kind_with_gates(recurrent[1], recurrent[0]) is None:
+    kind = kind_with_gates(recurrent[1], recurrent[0])
+    if kind is None:
         return None
-    if len(shapes) == 3 and shapes[2] not in ((kernel[1],), (2, kernel[1])):
+    cudnn_bias = ((2 * kernel[1],),) if kind in CUDNN_CLASSES else ()
+    if len(shapes) == 3 and shapes[2] not in ((kernel[1],), (2, kernel[1]), *cudnn_bias):
         return None
     return RNN_CELL_ROLES[: len(shapes)]
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import kinds
+from .. import cell_kinds, kinds
 from ..cells import shapes
 from ..cells.model import RNN, CellRef
 from ..cells.recognize import family, find_in_entries
@@ -114,6 +114,7 @@ class _Run:
                 self._cells(rule)
             elif isinstance(rule, MatchRule):
                 self._matches(rule)
+        self._refuse_without_counterpart()
         self._leftovers()
         self._slots()
         return self._result()
@@ -148,7 +149,9 @@ class _Run:
             in_rnns = {n for rnn in found for n in rnn.tensor_names}
             self.whole_model = any(n not in in_rnns for n in weights)
         for rnn in found:
-            if (rnn.framework, rnn.kind) != (rule.cell.framework, rule.cell.cell) or not _when(rule, rnn):
+            if (rnn.framework, rnn.kind) != (rule.cell.framework, rule.cell.cell) or not _when(
+                rule, rnn, self.params
+            ):
                 continue
             where = f"{rule.where()} on {rnn.describe()}"
             if rule.refuse:
@@ -269,6 +272,21 @@ class _Run:
             self.targets.append(_Target(name, node, f"unpack: {rule.unpack} {part}", rule, anchor))
 
     # --- what no rule took -------------------------------------------------------------------
+    def _refuse_without_counterpart(self) -> None:
+        """A cell no rule took, of a kind the target framework has no counterpart for (NASCell to
+        PyTorch), stops the run with the reason the table of cell kinds gives."""
+        target = self.spec.target_framework
+        if target is None:
+            return
+        weights = {n: e.renamed(n) for n, e in self.live.items() if e.kind == kinds.WEIGHT}
+        for rnn in find_in_entries(weights):
+            row = cell_kinds.kind(rnn.kind)
+            if rnn.framework != target and target in row.frameworks and not row.counterpart(target):
+                raise MappingError(
+                    f"mapping {self.spec.name}: {rnn.describe()} has no counterpart in {target}: "
+                    f"{row.of(target).missing}."
+                )
+
     def _leftovers(self) -> None:
         leftovers = [(n, e) for n, e in self.live.items() if e.kind == kinds.WEIGHT]
         if self.spec.unmatched == "error" and leftovers:
@@ -434,10 +452,12 @@ def _match_when(rule: MatchRule, entry: TensorEntry) -> bool:
     return all(facts[k] == v for k, v in rule.when.items())
 
 
-def _when(rule: CellRule, rnn: RNN) -> bool:
+def _when(rule: CellRule, rnn: RNN, params: Mapping[str, Any]) -> bool:
     """Whether `rnn` has the facts the rule asks for. Each `when:` key (cell_kinds) is the RNN's
-    attribute of that name; `proj: true` asks whether there is a projection at all."""
-    facts = {key: getattr(rnn, key) for key in rule.when}
+    attribute of that name, or a boolean parameter of the mapping; `proj: true` asks whether
+    there is a projection at all."""
+    known = cell_kinds.when_facts()
+    facts = {key: getattr(rnn, key) if key in known else params[key] for key in rule.when}
     if "proj" in facts:
         facts["proj"] = rnn.proj is not None
     return all(facts[k] == v for k, v in rule.when.items())
@@ -455,7 +475,7 @@ def _target_rnn(rnn: RNN, rule: CellRule, *, whole_model: bool = False) -> RNN:
     framework (cell classes, TF1 cell scopes, Keras layer names) only when the framework stays."""
     assert rule.target is not None
     if rule.target.framework == rnn.framework:
-        return replace(rnn, kind=rule.target.cell)
+        return replace(rnn, kind=rule.target.cell, cell_type=rule.target_class or rnn.cell_type)
     scope = rnn.scope
     if whole_model and (rnn.framework, rule.target.framework) == ("tf1", "torch") and not scope:
         scope = _WHOLE_MODEL_RNN_MODULE
@@ -466,7 +486,7 @@ def _target_rnn(rnn: RNN, rule: CellRule, *, whole_model: bool = False) -> RNN:
         framework=rule.target.framework,
         kind=rule.target.cell,
         scope=scope,
-        cell_type="",
+        cell_type=rule.target_class,
         cell_name=None,
         cells=(),
     )

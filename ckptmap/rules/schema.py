@@ -5,7 +5,8 @@ kinds (the key that is present says which):
 
     rename: {regex: replacement, ...}      rewrite names in place (re.sub), in order; consumes nothing
     cell: tf1.lstm   to: torch.lstm        convert every recognized cell of that kind, role by role
-    make: {weight_ih: <expr>, ...}
+    make: {weight_ih: <expr>, ...}         (`as: <class>`: build the target as that class of the kind,
+                                           e.g. CudnnCompatibleGRUCell, not the framework's default)
     match: <regex>   to: <template>        rename one tensor, or make targets from it (`to: {name: expr}`)
 
 `cell` and `match` rules may instead `drop: <why>` or `refuse: <why>`, may be limited with
@@ -87,6 +88,7 @@ class CellRule(Rule):
     cell: layouts.GateLayout | None = None
     when: Mapping[str, Any] = field(default_factory=dict)
     target: layouts.GateLayout | None = None
+    target_class: str = ""  # `as:`: the class of the kind the target is (cell_kinds.py); "" the default
     make: Mapping[str, Expr] = field(default_factory=dict)
 
 
@@ -219,6 +221,7 @@ _RULE_KEYS = {
     "approximate",
     "position",
     "unpack",
+    "as",
 }
 POSITIONS = ("first", "last")
 
@@ -363,18 +366,22 @@ def _required_literal(text: str) -> str | None:
 
 
 def _cell_rule(raw: dict, common: dict, params: Mapping[str, Param]) -> CellRule:
-    _only(raw, "a cell rule", {"inputs"})  # `match` with `cell` is refused earlier
+    _only(raw, "a cell rule", {"inputs", "unpack"})  # `match` with `cell` is refused earlier
     source = layouts.layout(str(raw["cell"]))
     of_kind = source.cell in cell_kinds.KIND_NAMES
-    when = _when(raw, cell_kinds.kind(source.cell).when_facts if of_kind else WHEN_KEYS)
+    facts = cell_kinds.kind(source.cell).when_facts if of_kind else WHEN_KEYS
+    # A boolean parameter is a condition too: `when: {cudnn: true}` picks a rule by --set cudnn=true.
+    switches = {name: bool for name, p in params.items() if isinstance(p.default, bool) and name not in facts}
+    when = _when(raw, {**facts, **switches})
     _one_action(raw, common, "make")
-    target, make = None, {}
+    target, target_class, make = None, "", {}
     if "make" in raw:
         if not isinstance(raw["make"], dict) or not raw["make"]:
             raise RuleError("'make' maps the target cell's tensors to expressions")
         if "to" not in raw:
             raise RuleError("a cell rule with 'make' needs 'to: <framework>.<cell>'")
         target = layouts.layout(str(raw["to"]))
+        target_class = _target_class(raw, target)
         allowed_roles = family(target.framework).roles(target.cell)
         known = (
             set(family(source.framework).roles(source.cell)) | set(CELL_DIMS) | set(params) | _GATE_LETTERS
@@ -386,7 +393,25 @@ def _cell_rule(raw: dict, common: dict, params: Mapping[str, Param]) -> CellRule
                     f"cell (it has {', '.join(allowed_roles)})"
                 )
             make[role] = _expr(text, known, raw["make"].key_lines[role])
-    return CellRule(**common, cell=source, when=when, target=target, make=make)
+    elif "as" in raw:
+        raise RuleError("'as' names the class of the target of 'make'; this rule makes nothing")
+    return CellRule(**common, cell=source, when=when, target=target, target_class=target_class, make=make)
+
+
+def _target_class(raw: dict, target: layouts.GateLayout) -> str:
+    """`as:`, checked against the classes of the target kind in the table of cell kinds."""
+    if "as" not in raw:
+        return ""
+    name = raw["as"]
+    if target.cell not in cell_kinds.KIND_NAMES:
+        raise RuleError(f"'as' needs 'to' to name a cell kind, not '{target.key}'")
+    classes = cell_kinds.kind(target.cell).of(target.framework).classes
+    if name not in classes:
+        raise RuleError(
+            f"'as: {name}' is not a {target.framework} class of kind {target.cell} "
+            f"({', '.join(classes) or 'none'})"
+        )
+    return str(name)
 
 
 def _when(raw: dict, allowed: Mapping[str, type]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from ..cell_kinds import gate_count, kind
 from ..cells import keras_cells
 from ..cells.model import RNN
 from ..errors import UnsupportedError
-from ..formats.keras_names import LAYER_CLASSES, RNN_CELL_ROLES
+from ..formats.keras_names import CUDNN_CLASSES, LAYER_CLASSES, RNN_CELL_ROLES
 from ..tree import Checkpoint
 from .backends import backend, import_framework, quiet_stderr
 from .cases import Batch, Run
@@ -89,6 +89,8 @@ def _check_names(rnn: RNN, ckpt: Checkpoint, outcome: Outcome) -> None:
     for layer in range(rnn.layers):
         inputs = rnn.input_size if layer == 0 else rnn.units * rnn.directions
         bias = (2, gates) if rnn.reset_after else (gates,)  # reset_after: a GRU's two biases
+        if rnn.cell_type in CUDNN_CLASSES.values() and ckpt.format == "keras2":
+            bias = (2 * gates,)  # tf-keras' load_weights converts a CuDNN layer's weights itself
         shapes = {"kernel": (inputs, gates), "recurrent_kernel": (rnn.units, gates), "bias": bias}
         for reverse in (False, True) if rnn.bidirectional else (False,):
             for role in RNN_CELL_ROLES if rnn.bias else RNN_CELL_ROLES[:2]:

@@ -2,24 +2,42 @@
 `verify` restores their checkpoints with the real Saver into a real TF graph.
 
 Only the cell's arithmetic is rebuilt here, line for line from TF 1.15
-(tensorflow/contrib/cudnn_rnn/python/ops/cudnn_rnn_ops.py); the variables, their names and the
+(tensorflow/contrib/cudnn_rnn/python/ops/cudnn_rnn_ops.py, contrib/rnn/python/ops/lstm_ops.py and
+rnn_cell.py), or the TF 2 cell that computes the same is named; the variables, their names and the
 restore are TensorFlow's own. cell_kinds lists these classes as `removed`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from ..cells.model import RNN
+from ..errors import UnsupportedError
 
-def build(v1: Any, class_name: str, units: int, name: str, forget_bias: float) -> Any:
-    """A fresh cell of TF 1.x class `class_name`, named `name`."""
+
+def build(v1: Any, class_name: str, rnn: RNN, name: str, options: Mapping[str, Any]) -> Any:
+    """A fresh cell of TF 1.x class `class_name` for `rnn`, named `name`; `options` are the
+    mapping's parameters (forget_bias, cudnn_forget_bias)."""
     if class_name == "CudnnCompatibleLSTMCell":
         # An LSTMBlockCell(forget_bias=0, cell_clip=None, use_peephole=False): LSTMCell's variables,
-        # gate order (i, c, f, o) and arithmetic. Projects that add 1.0 say so with forget_bias.
-        return v1.nn.rnn_cell.LSTMCell(units, forget_bias=forget_bias, name=name)
+        # gate order (i, c, f, o) and arithmetic. Projects that add 1.0 say so with cudnn_forget_bias.
+        forget_bias = float(options.get("cudnn_forget_bias", 0.0))
+        return v1.nn.rnn_cell.LSTMCell(rnn.units, forget_bias=forget_bias, name=name)
+    if class_name in ("LSTMBlockFusedCell", "LayerNormBasicLSTMCell"):
+        # contrib/rnn/python/ops/lstm_ops.py: the block LSTM op's gates i, c, f, o, forget_bias added
+        # at run time, peepholes on c as LSTMCell's; rnn_cell.py LayerNormBasicLSTMCell with
+        # layer_norm=False (the only form with a counterpart) is BasicLSTMCell's arithmetic.
+        forget_bias = float(options.get("forget_bias", 1.0))
+        return v1.nn.rnn_cell.LSTMCell(
+            rnn.units, forget_bias=forget_bias, use_peepholes=rnn.peepholes, name=name
+        )
     if class_name == "CudnnCompatibleGRUCell":
-        return _cudnn_compatible_gru_cell(v1)(units, name=name)
-    raise ValueError(f"no TF 1.x builder for {class_name}")
+        return _cudnn_compatible_gru_cell(v1)(rnn.units, name=name)
+    raise UnsupportedError(
+        f"TensorFlow 2 has no {class_name} and ckptmap does not rebuild it, so it cannot be restored "
+        "into a fresh model to verify."
+    )
 
 
 def _cudnn_compatible_gru_cell(v1: Any) -> type:

@@ -21,6 +21,7 @@ from typing import Any
 from ..cell_kinds import default_class, kind
 from ..cells import tf1_cells
 from ..cells.model import RNN, STACK_PER_DIRECTION
+from ..cells.tf1_specs import spec_for
 from ..tree import Checkpoint
 from . import tf1_contrib_cells
 from .backends import backend, import_framework, quiet_stderr
@@ -83,8 +84,7 @@ def _cell(v1: Any, rnn: RNN, options: dict[str, Any], name: str) -> Any:
     tf1 = kind(rnn.kind).of("tf1")
     class_name = rnn.cell_type if rnn.cell_type in tf1.classes else default_class("tf1", rnn.kind)
     if class_name in tf1.removed:  # a TF 1.x contrib cell: built from its TF 1.x code
-        forget_bias = float(options.get("cudnn_forget_bias", 0.0))
-        return tf1_contrib_cells.build(v1, class_name, rnn.units, name, forget_bias)
+        return tf1_contrib_cells.build(v1, class_name, rnn, name, options)
     forget_bias = float(options.get("forget_bias", 1.0))
     kwargs: dict[str, Any] = {}
     if class_name == "LSTMCell":
@@ -155,8 +155,8 @@ def _exact_scope(v1: Any, name: str) -> Iterator[Any]:
 
 def _variable_names(model: RNN, variables: dict[str, Any]) -> dict[str, tuple[int, bool, str]]:
     """Each graph variable's (layer, reverse, role), from its cell's scope and the cell's table."""
-    spec = next((c for c in tf1_cells.CELLS if c.cell_type == model.cell_type), None)
-    paths = {**spec.members, **spec.optional} if spec else {}
+    spec = spec_for(model.cell_type, model.kind)
+    paths = {**spec.members, **spec.optional}
     names = {}
     for layer in range(model.layers):
         for reverse in (False, True) if model.bidirectional else (False,):

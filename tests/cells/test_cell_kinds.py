@@ -14,7 +14,10 @@ from ckptmap.rules import schema
 from tests.frameworks import tf1
 
 KINDS = cell_kinds.KINDS
-BUILT = [(k, fw) for k in KINDS for fw in cell_kinds.FRAMEWORKS if k.counterpart(fw)]
+BUILT = [(k, fw) for k in KINDS for fw in cell_kinds.FRAMEWORKS if k.of(fw).layout]
+IN_TORCH = [k for k in KINDS if k.counterpart("torch")]
+IN_KERAS = [k for k in KINDS if k.counterpart("keras")]
+IN_TF2 = [k for k in KINDS if set(k.of("tf1").classes) - set(k.of("tf1").removed)]
 
 
 @pytest.mark.parametrize(("kind", "framework"), BUILT, ids=[f"{k.name}-{fw}" for k, fw in BUILT])
@@ -28,7 +31,26 @@ def test_every_tf1_cell_spec_is_a_class_of_its_kind_and_every_class_has_a_spec()
     for spec in tf1_specs.CELLS:
         assert spec.cell_type in cell_kinds.kind(spec.kind).of("tf1").classes
     specs = {spec.cell_type for spec in tf1_specs.CELLS}
-    assert {c for k in KINDS for c in k.of("tf1").classes} <= specs
+    assert {c for k in KINDS for c in k.of("tf1").classes} <= specs | set(tf1_specs.READ_AS)
+    assert set(tf1_specs.READ_AS.values()) <= specs
+
+
+def test_a_kind_a_framework_lacks_says_why_and_one_it_has_names_a_layout_or_is_tf1_only():
+    for kind in KINDS:
+        for framework in cell_kinds.FRAMEWORKS:
+            row = kind.of(framework)
+            assert bool(row.classes) != bool(row.missing), (kind.name, framework)
+            assert set(row.removed) <= set(row.classes)
+        if not all(map(kind.counterpart, cell_kinds.FRAMEWORKS)):
+            assert kind.of("tf1").classes == kind.of("tf1").removed and kind.of("tf1").layout is None
+
+
+def test_every_measured_tf1_row_writes_its_axes_in_input_and_units():
+    for spec in tf1_specs.CELLS:
+        for role, axes in (spec.dims or {}).items():
+            assert role in {**spec.members, **spec.optional}, (spec.cell_type, role)
+            for text in axes:
+                tf1_specs.axis_terms(text)  # KeyError on a name other than input and units
 
 
 def test_kind_with_gates_and_default_classes():
@@ -41,7 +63,7 @@ def test_kind_with_gates_and_default_classes():
         cell_kinds.kind("lsmt")
 
 
-@pytest.mark.parametrize("kind", KINDS, ids=[k.name for k in KINDS])
+@pytest.mark.parametrize("kind", IN_TORCH, ids=[k.name for k in IN_TORCH])
 def test_torch_classes_have_the_gates_and_state_parts(kind):
     import torch
 
@@ -51,7 +73,7 @@ def test_torch_classes_have_the_gates_and_state_parts(kind):
     assert len(state) == len(kind.state) if isinstance(state, tuple) else len(kind.state) == 1
 
 
-@pytest.mark.parametrize("kind", KINDS, ids=[k.name for k in KINDS])
+@pytest.mark.parametrize("kind", IN_KERAS, ids=[k.name for k in IN_KERAS])
 def test_keras_classes_have_the_gates_and_state_parts(kind):
     import keras
 
@@ -64,7 +86,7 @@ def test_keras_classes_have_the_gates_and_state_parts(kind):
     assert keras.src.utils.naming.to_snake_case(keras_row.builds) == keras_row.key
 
 
-@pytest.mark.parametrize("kind", KINDS, ids=[k.name for k in KINDS])
+@pytest.mark.parametrize("kind", IN_TF2, ids=[k.name for k in IN_TF2])
 def test_tf1_classes_build_the_kinds_gates_and_state_parts(kind):
     tf, v1 = tf1()
     for class_name in set(kind.of("tf1").classes) - set(kind.of("tf1").removed):

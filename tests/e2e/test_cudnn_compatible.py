@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import ckptmap
 from tests.clirun import run
 from tests.frameworks import tf1
 
@@ -166,3 +167,77 @@ def test_a_bidirectional_cudnn_lstm_converts_exactly_to_nn_lstm(cudnn_bilstm, tm
     np.testing.assert_allclose(got, expected, atol=1e-5)
     code, out, err = run(capsys, "verify", prefix, tmp_path / "m.pt")
     assert code == 0 and out.splitlines()[-1] == "OK: 1 equal.", out + err
+
+
+def test_nn_gru_goes_to_cudnn_rnns_canonical_names_and_back_exactly(tmp_path, capsys):
+    # torch-to-tf1 --set cudnn=true writes what a bidirectional 2-layer CudnnGRU's saveable writes
+    # (cudnn_rnn_ops.py _TFCanonicalNamePrefix), computing what TF 1.15's cell computes.
+    import torch
+
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(IN, UNITS, 2, bidirectional=True, batch_first=True)
+    torch.save(gru.state_dict(), tmp_path / "gru.pt")
+    code, _, err = run(
+        capsys,
+        "convert",
+        tmp_path / "gru.pt",
+        tmp_path / "m.ckpt",
+        "-m",
+        "torch-to-tf1",
+        "--set",
+        "cudnn=true",
+    )
+    assert code == 0, err
+    tf = ckptmap.load(tmp_path / "m.ckpt")
+    place = "stack_bidirectional_rnn/cell_{k}/bidirectional_rnn/{d}/cudnn_compatible_gru_cell"
+    assert sorted(tf) == sorted(
+        f"{place.format(k=k, d=d)}/{path}"
+        for k in (0, 1)
+        for d in ("fw", "bw")
+        for path in gru_weights(RNG, IN)
+    )
+    with torch.no_grad():
+        expected = gru(torch.from_numpy(X))[0].numpy()
+    layer0 = [
+        gru_reference({p: tf[f"{place.format(k=0, d=d)}/{p}"] for p in gru_weights(RNG, IN)}, x)
+        for d, x in (("fw", X), ("bw", X[:, ::-1]))
+    ]
+    below = np.concatenate([layer0[0], layer0[1][:, ::-1]], -1)
+    layer1 = [
+        gru_reference({p: tf[f"{place.format(k=1, d=d)}/{p}"] for p in gru_weights(RNG, IN)}, x)
+        for d, x in (("fw", below), ("bw", below[:, ::-1]))
+    ]
+    np.testing.assert_allclose(np.concatenate([layer1[0], layer1[1][:, ::-1]], -1), expected, atol=1e-5)
+    code, _, err = run(capsys, "convert", tmp_path / "m.ckpt", tmp_path / "back.pt", "-m", "tf1-to-torch")
+    assert code == 0, err
+    # The r and u gates' two biases come back summed into bias_ih: the same GRU, other parameters.
+    again = torch.nn.GRU(IN, UNITS, 2, bidirectional=True, batch_first=True)
+    again.load_state_dict(torch.load(tmp_path / "back.pt", weights_only=True), strict=True)
+    with torch.no_grad():
+        np.testing.assert_allclose(again(torch.from_numpy(X))[0].numpy(), expected, atol=1e-5)
+
+
+def test_a_keras_lstm_goes_to_a_one_layer_cudnn_lstms_names(tmp_path, capsys):
+    import keras
+
+    model = keras.Sequential(
+        [keras.Input((None, IN)), keras.layers.LSTM(UNITS, return_sequences=True, name="enc")]
+    )
+    model.set_weights([RNG.normal(0, 0.5, w.shape).astype(np.float32) for w in model.get_weights()])
+    model.save_weights(tmp_path / "m.weights.h5")
+    code, _, err = run(
+        capsys,
+        "convert",
+        tmp_path / "m.weights.h5",
+        tmp_path / "m.ckpt",
+        "-m",
+        "keras-to-tf1",
+        "--set",
+        "cudnn=true",
+    )
+    assert code == 0, err
+    tf = ckptmap.load(tmp_path / "m.ckpt")
+    cell = "enc/rnn/multi_rnn_cell/cell_0/cudnn_compatible_lstm_cell"  # a stack's name even for one layer
+    assert sorted(tf) == [f"{cell}/bias", f"{cell}/kernel"]
+    weights = {"kernel": tf[f"{cell}/kernel"], "bias": tf[f"{cell}/bias"]}
+    np.testing.assert_allclose(lstm_reference(weights, X), model.predict(X, verbose=0), atol=1e-5)

@@ -133,7 +133,8 @@ def test_the_readme_example_mapping_is_valid(tmp_path):
     path.write_text(example)
     m = mapping_lib.load(path)
     kinds = [type(r).__name__ for r in m.spec.rules]
-    assert kinds == ["RenameRule"] * 3 + [
+    included = len(mapping_lib.load("tf1-legacy-names").spec.rules)
+    assert kinds == ["RenameRule"] * included + [
         "RenameRule",
         "CellRule",
         "CellRule",
@@ -158,3 +159,39 @@ def test_the_readme_example_mapping_is_valid(tmp_path):
 def test_unpack_rules_name_their_unpacker_and_each_part(rule, message):
     with pytest.raises(RuleError, match=re.escape(message)):
         _parse(f"name: t\nrules:\n  - {rule}\n")
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        (
+            "cell: keras.gru\n    to: tf1.gru\n    as: LSTMCell\n    make: {gates_kernel: kernel}",
+            "'as: LSTMCell' is not a tf1 class of kind gru (GRUCell, CudnnCompatibleGRUCell, GRUBlockCell",
+        ),
+        ("cell: keras.gru\n    as: GRUCell\n    drop: no", "'as' names the class of the target of 'make'"),
+    ],
+)
+def test_as_names_a_class_of_the_target_kind(rule, message):
+    with pytest.raises(RuleError, match=re.escape(message)):
+        _parse(f"name: t\nrules:\n  - {rule}\n")
+
+
+def test_as_sets_the_class_the_target_is_built_as():
+    spec = _parse(
+        "name: t\nrules:\n  - cell: keras.gru\n    to: tf1.gru\n    as: CudnnCompatibleGRUCell\n"
+        "    make: {gates_kernel: kernel}\n"
+    )
+    assert spec.rules[0].target_class == "CudnnCompatibleGRUCell"
+
+
+def test_a_boolean_parameter_is_a_when_condition():
+    spec = _parse(
+        "name: t\nparams:\n  cudnn: {default: false}\n  size: {default: 1}\nrules:\n"
+        "  - cell: torch.gru\n    when: {cudnn: true}\n    drop: asked\n"
+    )
+    assert spec.rules[0].when == {"cudnn": True}
+    with pytest.raises(RuleError, match=r"'when' takes .*cudnn.*not 'size'"):
+        _parse(
+            "name: t\nparams:\n  cudnn: {default: false}\n  size: {default: 1}\nrules:\n"
+            "  - cell: torch.gru\n    when: {size: 1}\n    drop: asked\n"
+        )
