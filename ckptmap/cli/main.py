@@ -60,6 +60,10 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or bool(os.environ.get("CKPTMAP_DEBUG"))
     args = [a for a in args if a != "--debug"]
     if argv is None:  # the `ckptmap` command itself: a source truncated under it is one line
+        # numpy's OpenBLAS starts a thread per core that spins for a while after each call; ckptmap
+        # does no linear algebra (its own pool moves the bytes), and on a 2-core machine that
+        # spinning took a core from a conversion (bench/RESULTS.md, run I). A user's setting stays.
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         supervise.run_supervised(args)
     commits_before, _ = atomic.commits()
     try:
