@@ -25,7 +25,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .api import ConversionReport, DiffReport, convert, diff, load, mapping, save, verify
+    from .api import ConversionReport, DiffReport, align, convert, diff, load, mapping, save, verify
     from .cells.model import RNN
     from .rules.mapping import Mapping
     from .tree import Checkpoint, TensorEntry
@@ -34,7 +34,8 @@ __version__ = "0.1.0"
 
 _LAZY = {
     **dict.fromkeys(
-        ["ConversionReport", "DiffReport", "convert", "diff", "load", "mapping", "save", "verify"], "api"
+        ["ConversionReport", "DiffReport", "align", "convert", "diff", "load", "mapping", "save", "verify"],
+        "api",
     ),
     "Mapping": "rules.mapping",
     "RNN": "cells.model",  # what `Checkpoint.rnns` holds
@@ -70,6 +71,7 @@ __all__ = [
     "UnsupportedError",
     "UsageError",
     "WriteError",
+    "align",
     "convert",
     "diff",
     "load",

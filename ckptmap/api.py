@@ -19,6 +19,7 @@ from .tree import Checkpoint, TensorEntry
 
 if TYPE_CHECKING:
     # The rule engine (and YAML) loads when a mapping is first used: `inspect` needs neither.
+    from .alignment import Alignment
     from .cells.model import RNN
     from .rules.mapping import BuiltinInfo, Mapping
     from .rules.plan import Plan
@@ -385,6 +386,22 @@ class DiffReport:
             f"<DiffReport {self.a} vs {self.b}: {len(self.only_in_a)} only in a, {len(self.only_in_b)} "
             f"only in b, {len(self.changed)} changed{differ}>"
         )
+
+
+def align(
+    source: PathLike | Checkpoint, target: PathLike | Checkpoint, *, accept_order: bool = False
+) -> Alignment:
+    """Draft the mapping that turns `source` into `target`'s names and shapes (`target`: a
+    checkpoint of the model to load into, even with random weights), and run it on the source to
+    check that it makes every target tensor. `Alignment.ok` is False while pairs between
+    look-alikes were decided by order alone, unless `accept_order`.
+
+    >>> a = ckptmap.align("tf1_run/model.ckpt", "fresh_model.pt")      # doctest: +SKIP
+    >>> print(a.mapping_text)                                           # doctest: +SKIP
+    """
+    from .alignment import align as draft
+
+    return draft(source, target, accept_order=accept_order)
 
 
 def diff(a: PathLike, b: PathLike, *, values: bool = False, tolerance: float | None = None) -> DiffReport:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping as MappingABC
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .formats.keras2_names import INDEX, canonical_names
 from .restore import (
@@ -27,6 +27,9 @@ from .restore import (
     prepare,
     refuse_incomplete,
 )
+
+if TYPE_CHECKING:
+    from .alignment import Alignment
 
 
 def load_into(
@@ -77,6 +80,22 @@ def load_into(
         model.get_layer(name).trainable = False
         report.frozen.append(name)
     return report
+
+
+def align(model: Any, source: Source, *, accept_order: bool = False) -> Alignment:
+    """Draft the mapping that loads `source` into the Keras `model` (its weights' canonical names
+    and shapes), checked by running it; `load_into(model, source, alignment.mapping())` loads it."""
+    from .alignment import align as draft
+    from .alignment import model_checkpoint
+
+    tensors = {name: (tuple(v.shape), _dtype(v)) for name, v in model_variables(model).items()}
+    target = model_checkpoint(tensors, format="keras3", label=f"Keras model '{model.name}'")
+    return draft(source, target, accept_order=accept_order)
+
+
+def _dtype(variable: Any) -> str:
+    dtype = variable.dtype
+    return str(getattr(dtype, "name", dtype))  # Keras 3: "float32"; tf-keras: tf.float32
 
 
 def model_variables(model: Any) -> dict[str, Any]:

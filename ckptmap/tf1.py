@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from collections.abc import Mapping as MappingABC
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import api
 from .formats import registry
@@ -33,6 +33,9 @@ from .restore import (
 )
 from .rules.plan import Plan
 from .tree import Checkpoint
+
+if TYPE_CHECKING:
+    from .alignment import Alignment
 
 
 def restore(
@@ -159,6 +162,26 @@ def _all_plain(plan: Plan, names: Any) -> bool:
     """Whether every named target is a source tensor under a new name (no value computed)."""
     how = {t.name: t.how for t in plan.targets}
     return all(how.get(n) in ("kept", "renamed") for n in names)
+
+
+def align(
+    source: Source,
+    *,
+    var_list: Sequence[Any] | None = None,
+    scope: str | None = None,
+    accept_order: bool = False,
+) -> Alignment:
+    """Draft the mapping that restores `source` into the current graph's variables (or `var_list`,
+    under `scope`), checked by running it; `restore(session, source, alignment.mapping())` uses it."""
+    import tensorflow as tf
+
+    from .alignment import align as draft
+    from .alignment import model_checkpoint
+
+    variables = _variables(tf.compat.v1, var_list, scope)
+    tensors = {name: (_shape(v), v.dtype.base_dtype.name) for name, v in variables.items()}
+    target = model_checkpoint(tensors, format="tf", label=_target(None, scope))
+    return draft(source, target, accept_order=accept_order)
 
 
 def _variables(v1: Any, var_list: Sequence[Any] | None, scope: str | None) -> dict[str, Any]:

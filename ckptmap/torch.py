@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping as MappingABC
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from .restore import (
     prepare,
     refuse_incomplete,
 )
+
+if TYPE_CHECKING:
+    from .alignment import Alignment
 
 Module = Any  # torch.nn.Module; torch is imported only when a hook runs
 
@@ -80,6 +83,24 @@ def load_into(
         module.get_parameter(name).requires_grad_(False)
         report.frozen.append(name)
     return report
+
+
+def align(module: Module, source: Source, *, accept_order: bool = False) -> Alignment:
+    """Draft the mapping that loads `source` into `module` (its state dict's names and shapes),
+    checked by running it; `ckptmap.torch.load_into(module, source, alignment.mapping())` loads it.
+
+    >>> a = ckptmap.torch.align(model, "tf1_run/model.ckpt")   # doctest: +SKIP
+    >>> print(a)                                                # what is sure, what only order decided
+    """
+    from .alignment import align as draft
+    from .alignment import model_checkpoint
+
+    tensors = {
+        name.replace(".", "/"): (tuple(t.shape), str(t.dtype).removeprefix("torch."))
+        for name, t in module.state_dict().items()
+    }
+    target = model_checkpoint(tensors, format="torch", label=f"{type(module).__name__} module")
+    return draft(source, target, accept_order=accept_order)
 
 
 def tensor_from_numpy(torch: Any, array: np.ndarray) -> Any:

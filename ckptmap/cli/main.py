@@ -15,7 +15,7 @@ import typer
 
 from .. import atomic
 from ..errors import CkptmapError, one_line
-from . import batch_cmd, convert_cmd, diff_cmd, inspect_cmd, mappings_cmd, supervise, verify_cmd
+from . import align_cmd, batch_cmd, convert_cmd, diff_cmd, inspect_cmd, mappings_cmd, supervise, verify_cmd
 
 app = typer.Typer(
     name="ckptmap",
@@ -53,6 +53,7 @@ app.command("diff", no_args_is_help=True)(diff_cmd.diff)
 app.command("verify", no_args_is_help=True)(verify_cmd.verify)
 app.command("mappings")(mappings_cmd.mappings)
 app.command("batch", no_args_is_help=True)(batch_cmd.batch)
+app.command("align", no_args_is_help=True)(align_cmd.align)
 
 
 def main(argv: list[str] | None = None) -> None:

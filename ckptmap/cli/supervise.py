@@ -33,7 +33,7 @@ from .. import atomic
 
 # The commands that map source files; `batch` runs each job in a worker process of its own
 # (batch.runner records a job whose worker died, and removes its temporaries).
-MAPPING_COMMANDS = frozenset({"convert", "verify", "diff", "inspect"})
+MAPPING_COMMANDS = frozenset({"convert", "verify", "diff", "inspect", "align"})
 
 BUS_ERROR = "a source file changed or was truncated while it was being read (SIGBUS); no output was written."
 

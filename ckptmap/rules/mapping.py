@@ -76,6 +76,11 @@ def load(name_or_path: str | os.PathLike[str], params: MappingABC[str, Any] | No
     return Mapping(load_spec(os.fspath(name_or_path)), params)
 
 
+def from_text(text: str, label: str, params: MappingABC[str, Any] | None = None) -> Mapping:
+    """A mapping from YAML text (what `ckptmap align` drafts); its includes are built-ins or paths."""
+    return Mapping(schema.parse(text, label, resolve=lambda name, by: load_spec(name, by)), params)
+
+
 def load_spec(text: str, including: Path | None = None, _chain: tuple[str, ...] = ()) -> schema.MappingSpec:
     """Parse a mapping by name or path; `including` is the file whose `include:` names it."""
     path = Path(text)

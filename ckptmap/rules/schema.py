@@ -144,6 +144,13 @@ def parse(text: str, label: str, *, path: Path | None = None, resolve: Resolver 
     raw_rules = doc.get("rules") or []  # none: a mapping of policies, or of what it includes
     if not isinstance(raw_rules, list):
         raise RuleError(f"{label}:{doc.key_lines.get('rules', 1)}: 'rules' must be a list.")
+    # `- include: tf1-to-torch` among the rules runs that mapping's rules there (after the renames
+    # before it: what `ckptmap align` drafts), and brings its parameters like a top-level include.
+    placed = {
+        i: _placed_include(raw, label, path, resolve) for i, raw in enumerate(raw_rules) if _is_include(raw)
+    }
+    for spec in placed.values():
+        params.update({name: p for name, p in spec.params.items() if name not in params})
     policies = {}
     for key, allowed in POLICIES.items():
         # Unset, a policy is the last included mapping's, else the default: `include: [tf1-to-torch]`
@@ -156,7 +163,9 @@ def parse(text: str, label: str, *, path: Path | None = None, resolve: Resolver 
             )
         policies[key] = value
     rules = tuple(r for spec in included for r in spec.rules)
-    rules += tuple(_rule(i + 1, raw, label, params) for i, raw in enumerate(raw_rules))
+    for i, raw in enumerate(raw_rules):
+        rules += placed[i].rules if i in placed else (_rule(i + 1, raw, label, params),)
+    included = [*included, *placed.values()]
     name = str(doc.get("name") or (path.stem if path else label))
     files = tuple(dict.fromkeys([*([path] if path else []), *(f for spec in included for f in spec.files)]))
     return MappingSpec(
@@ -170,6 +179,22 @@ def parse(text: str, label: str, *, path: Path | None = None, resolve: Resolver 
         files=files,
         **policies,
     )
+
+
+def _is_include(raw: Any) -> bool:
+    return isinstance(raw, dict) and "include" in raw
+
+
+def _placed_include(raw: dict, label: str, path: Path | None, resolve: Resolver | None) -> MappingSpec:
+    """The mapping a `- include: NAME` rule runs at its place."""
+    if set(raw) != {"include"} or not isinstance(raw["include"], str):
+        raise RuleError(f"{label}:{raw.line}: an 'include' rule names one mapping and nothing else.")
+    if resolve is None:
+        raise RuleError(f"{label}:{raw.line}: 'include' is not available here.")
+    try:
+        return resolve(raw["include"], path)
+    except UsageError as e:
+        raise RuleError(f"{label}:{raw.line}: {e}") from None
 
 
 def _includes(doc: dict, label: str, path: Path | None, resolve: Resolver | None) -> list[MappingSpec]:

@@ -199,7 +199,10 @@ def _compare_pair(
 ) -> PairResult:
     src_rnn, dst_rnn = found.rnn, match.rnn
     tol = tolerance_for(src_rnn.dtype, tolerance)
-    declared = next((a for a in plan.approximations if a.scope == (src_rnn.scope or "(root)")), None)
+    # The rule saw the RNN under its scope after the mapping's renames (align's drafts move a
+    # scope to the target's): the source's scope or the destination's.
+    scopes = {src_rnn.scope or "(root)", dst_rnn.scope or "(root)"}
+    declared = next((a for a in plan.approximations if a.scope in scopes), None)
     approximate = declared.reason if declared else None
     result = PairResult(src_rnn, dst_rnn, DIFFERS, tol, approximate=approximate)
     result.approximated_by = _rule_label(declared.rule) if declared else None

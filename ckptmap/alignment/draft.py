@@ -1,0 +1,98 @@
+"""The mapping `ckptmap align` drafts, as YAML a person reads and edits.
+
+Rules in this order: each paired weight outside the RNNs renamed (or transposed) to its target
+name, which takes it; each paired RNN's tensors moved to the target RNN's scope; then the built-in
+mapping between the two frameworks, placed there with `- include:`, whose cell rules convert the
+RNNs (the built-in conversions, not re-derived). The comments at the top say what is sure, what
+only order decided, and what has no place.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import yaml
+
+from .pairing import Pair
+
+
+def mapping_yaml(
+    *,
+    name: str,
+    source_framework: str,
+    target_framework: str,
+    builtin: str | None,
+    rnn_moves: Sequence[tuple[Pair, dict[str, str]]],
+    tensors: Sequence[Pair],
+    unplaced_source: Sequence[str],
+    unplaced_target: Sequence[str],
+) -> str:
+    """The drafted mapping. `rnn_moves`: each RNN pair with its renames (source name, or scope
+    prefix ending in `/`, -> what the built-in mapping turns into the target's names)."""
+    lines = [
+        "# Drafted by `ckptmap align`. Check it, edit it, then convert with -m <this file> --verify.",
+        "#",
+    ]
+    sure = [p for p, _ in rnn_moves if not p.ambiguous] + [p for p in tensors if not p.ambiguous]
+    guessed = [p for p, _ in rnn_moves if p.ambiguous] + [p for p in tensors if p.ambiguous]
+    lines.append(f"# Sure ({len(sure)}): names and shapes agree and nothing else could take their place.")
+    lines += [f"#   {p.source} -> {p.target}{' (transposed)' if p.transpose else ''}" for p in sure]
+    if guessed:
+        lines.append(
+            f"# GUESSED ({len(guessed)}): look-alikes that only their order told apart; check these."
+        )
+        lines += [f"#   {p.source} -> {p.target}: {p.how}" for p in guessed]
+    if unplaced_source:
+        lines.append(
+            f"# Not placed, dropped ({len(unplaced_source)}): source tensors with no target of their shape."
+        )
+        lines += [f"#   {n}" for n in unplaced_source]
+    if unplaced_target:
+        lines.append(f"# Not filled ({len(unplaced_target)}): target tensors no source tensor fits.")
+        lines += [f"#   {n}" for n in unplaced_target]
+    doc = {
+        "name": name,
+        "description": f"Drafted by ckptmap align: {source_framework} to {target_framework}.",
+        "from": source_framework,
+        "to": target_framework,
+        "unmatched": "drop",
+        "slots": "drop",
+        "bookkeeping": "drop",
+    }
+    rules: list[dict] = []
+    for pair in tensors:
+        rule = {
+            "name": f"{pair.target}{' (GUESSED)' if pair.ambiguous else ''}",
+            "match": re.escape(pair.source),
+        }
+        rule["to"] = {_template(pair.target): "src | T"} if pair.transpose else _template(pair.target)
+        rules.append(rule)
+    for pair, renames in rnn_moves:
+        if renames:
+            rules.append(
+                {
+                    "name": f"RNN {pair.source} -> {pair.target}{' (GUESSED)' if pair.ambiguous else ''}",
+                    "rename": {_pattern(a): _replacement(b) for a, b in renames.items()},
+                }
+            )
+    if builtin:
+        rules.append({"include": builtin})
+    doc["rules"] = rules
+    body = yaml.safe_dump(doc, sort_keys=False, width=110, allow_unicode=True)
+    return "\n".join(lines) + "\n" + body
+
+
+def _pattern(name: str) -> str:
+    """A source name, or a scope prefix ending in `/`, as the regex of a rename."""
+    return f"^{re.escape(name)}" if name.endswith("/") else f"^{re.escape(name)}$"
+
+
+def _template(name: str) -> str:
+    """A target name as a template: braces doubled (templates fill `{group}`)."""
+    return name.replace("{", "{{").replace("}", "}}")
+
+
+def _replacement(name: str) -> str:
+    """A target name as an re.sub replacement: backslashes doubled."""
+    return name.replace("\\", "\\\\")
