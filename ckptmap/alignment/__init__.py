@@ -104,8 +104,11 @@ def align(
     dst = target if isinstance(target, Checkpoint) else registry.read(target)
     src_fw, dst_fw = registry.framework_of(src.format), registry.framework_of(dst.format)
     rnn_pairs = pair_rnns(src.rnns, dst.rnns)
-    in_rnns = {n for r in src.rnns for n in r.tensor_names}
-    dst_in_rnns = {n for r in dst.rnns for n in r.tensor_names}
+    # An RNN left without a partner (one side's names not recognized as a cell: TF 1.1's
+    # `weights`) pairs tensor by tensor like any other layer.
+    paired_src, paired_dst = {p.source for p in rnn_pairs}, {p.target for p in rnn_pairs}
+    in_rnns = {n for r in src.rnns if (r.scope or "(root)") in paired_src for n in r.tensor_names}
+    dst_in_rnns = {n for r in dst.rnns if (r.scope or "(root)") in paired_dst for n in r.tensor_names}
     rest = [e for e in src.weights() if e.name not in in_rnns]
     dst_rest = [e for e in dst.weights() if e.name not in dst_in_rnns]
     tensor_pairs = pair_tensors(rest, dst_rest, src_fw, dst_fw)

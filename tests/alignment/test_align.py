@@ -166,3 +166,20 @@ def test_an_include_among_the_rules_runs_after_the_renames_before_it(source, tmp
     (tmp_path / "bad.yaml").write_text("name: m\nrules:\n  - include: tf1-to-torch\n    name: x\n")
     with pytest.raises(ckptmap.RuleError, match="an 'include' rule names one mapping and nothing else"):
         ckptmap.mapping(tmp_path / "bad.yaml")
+
+
+REAL = Path(__file__).resolve().parents[3] / "shared" / "real_checkpoints"
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason="../shared/real_checkpoints is not here")
+def test_the_same_real_seq2seq_under_tf_1_1_and_tf_1_2_names(capsys):
+    # cmusphinx/g2p-seq2seq saved by TF 1.1 (`gru_cell/gates/weights`, not read as cells) and by TF
+    # 1.2 (`.../kernel`): every weight must go where tf1-legacy-names, the known answer, puts it.
+    old, new = REAL / "g2p_attseq2seq_gru_weights_tf11", REAL / "g2p_attseq2seq_gru_kernel_tf12"
+    alignment = ckptmap.align(old, new)
+    truth = {
+        t.sources[0]: t.name for t in ckptmap.mapping("tf1-legacy-names").plan(ckptmap.load(old)).targets
+    }
+    assert alignment.ok and not alignment.ambiguous
+    assert len(alignment.tensors) == 23
+    assert all(truth[p.source] == p.target for p in alignment.tensors)
