@@ -69,18 +69,27 @@ def mapping_yaml(
         rule["to"] = {_template(pair.target): "src | T"} if pair.transpose else _template(pair.target)
         rules.append(rule)
     for pair, renames in rnn_moves:
-        if renames:
+        label = f"RNN {pair.source} -> {pair.target}{' (GUESSED)' if pair.ambiguous else ''}"
+        if not renames:
+            continue
+        if builtin:  # moved, then converted by the built-in mapping's cell rules
             rules.append(
-                {
-                    "name": f"RNN {pair.source} -> {pair.target}{' (GUESSED)' if pair.ambiguous else ''}",
-                    "rename": {_pattern(a): _replacement(b) for a, b in renames.items()},
-                }
+                {"name": label, "rename": {_pattern(a): _replacement(b) for a, b in renames.items()}}
             )
+        else:  # same framework: moved, and taken as they are
+            rules += [{"name": label, **_move(a, b)} for a, b in renames.items()]
     if builtin:
         rules.append({"include": builtin})
     doc["rules"] = rules
     body = yaml.safe_dump(doc, sort_keys=False, width=110, allow_unicode=True)
     return "\n".join(lines) + "\n" + body
+
+
+def _move(old: str, new: str) -> dict:
+    """A match rule that takes a tensor (or every tensor under a scope ending in `/`) to `new`."""
+    if old.endswith("/"):
+        return {"match": f"{re.escape(old)}(?P<rest>.+)", "to": _template(new) + "{rest}"}
+    return {"match": re.escape(old), "to": _template(new)}
 
 
 def _pattern(name: str) -> str:
