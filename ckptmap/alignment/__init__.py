@@ -165,10 +165,19 @@ def _scope_move(rnn: RNN, target_scope: str, src: Checkpoint) -> dict[str, str]:
         return {}
     old = f"{scope}/" if scope else ""
     new = f"{wanted}/" if wanted else ""
+    rests = [n[len(old) :] for n in rnn.tensor_names if n.startswith(old)]
+    if rnn.framework == "tf1" and rests and rests[0].split("/")[0] not in _TF1_STRUCTURE:
+        # A cell called directly (`decoder/gru_cell/...`): put it in dynamic_rnn's scope, or a
+        # target scope ending in `rnn` (`decoder/rnn`) would read as that scope and be dropped.
+        new += "rnn/"
     own = set(rnn.tensor_names)
-    if old and all(n in own for n in src.entries if n.startswith(old)):
+    if old and not new.endswith("rnn/") and all(n in own for n in src.entries if n.startswith(old)):
         return {old: new}  # the whole scope is this RNN's: one rename of its prefix
     return {n: new + n[len(old) :] for n in rnn.tensor_names if n.startswith(old)}
+
+
+# The scopes TF's RNN functions open between a user's scope and the cells (cells/tf1_cells.py).
+_TF1_STRUCTURE = {"rnn", "bidirectional_rnn", "stack_bidirectional_rnn", "multi_rnn_cell"}
 
 
 def _check(result: Alignment, src: Checkpoint, dst: Checkpoint) -> tuple[list[str], list[str]]:

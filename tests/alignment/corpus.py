@@ -179,6 +179,38 @@ def real_g2p_names(out: Path) -> Case | None:
     return Case("real: g2p-seq2seq, TF 1.1 names -> TF 1.2 names", old, new, truth)
 
 
+def real_g2p_to_torch(out: Path) -> Case | None:
+    """The real g2p attention seq2seq (TF 1.2) and the same model written by hand in PyTorch."""
+    import torch
+
+    from tests.alignment.test_align import g2p_in_torch
+
+    src = REAL / "g2p_attseq2seq_gru_kernel_tf12"
+    if not src.is_dir():
+        return None
+    torch.save(g2p_in_torch().state_dict(), out / "g2p.pt")
+    m = "model/att_seq2seq/"
+    layers = {
+        "decoder/keys": m + "decode/attention/att_keys",
+        "decoder/query": m + "decode/attention/att_query",
+        "decoder/mix": m + "decode/attention_decoder/decoder/attention_mix",
+        "decoder/out": m + "decode/attention_decoder/decoder/logits",
+    }
+    truth = {
+        "encoder/embed/weight": m + "encode/source_embedding/W",
+        "decoder/embed/weight": m + "decode/target_embedding/W",
+    }
+    for mine, theirs in layers.items():
+        truth |= {f"{mine}/weight": f"{theirs}/weights", f"{mine}/bias": f"{theirs}/biases"}
+    rnns = {
+        "encoder/rnn": m + "encode/bidi_rnn_encoder",
+        "decoder/rnn": m + "decode/attention_decoder/decoder",
+    }
+    return Case(
+        "real: g2p attention seq2seq (TF 1.2) -> hand-written PyTorch", src, out / "g2p.pt", truth, rnns
+    )
+
+
 BUILDERS: tuple[Callable[[Path], Case | None], ...] = (
     tf1_seq2seq_to_torch,
     tf1_bilstm_to_torch,
@@ -186,6 +218,7 @@ BUILDERS: tuple[Callable[[Path], Case | None], ...] = (
     torch_refactor,
     keras_to_its_tf2_checkpoint,
     real_g2p_names,
+    real_g2p_to_torch,
 )
 
 

@@ -183,3 +183,42 @@ def test_the_same_real_seq2seq_under_tf_1_1_and_tf_1_2_names(capsys):
     assert alignment.ok and not alignment.ambiguous
     assert len(alignment.tensors) == 23
     assert all(truth[p.source] == p.target for p in alignment.tensors)
+
+
+def g2p_in_torch():
+    """cmusphinx/g2p-seq2seq's attention seq2seq (TF 1.2, tf.contrib.seq2seq style) written by hand
+    in PyTorch with its own names: a bidirectional GRU encoder, a GRU decoder reading the target
+    embedding and the attention (6 wide), the attention's keys, query and mix layers, the logits."""
+    import torch
+
+    model = torch.nn.Module()
+    model.encoder, model.decoder = torch.nn.Module(), torch.nn.Module()
+    model.encoder.embed = torch.nn.Embedding(6, 2)
+    model.encoder.rnn = torch.nn.GRU(2, 2, bidirectional=True, batch_first=True)
+    model.decoder.embed = torch.nn.Embedding(6, 2)
+    model.decoder.rnn = torch.nn.GRU(6, 2, batch_first=True)
+    model.decoder.keys = torch.nn.Linear(4, 2)
+    model.decoder.query = torch.nn.Linear(2, 2)
+    model.decoder.mix = torch.nn.Linear(6, 2)
+    model.decoder.out = torch.nn.Linear(2, 6)
+    return model
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason="../shared/real_checkpoints is not here")
+def test_a_real_tf1_attention_seq2seq_loads_into_a_hand_written_module(tmp_path, capsys):
+    import torch
+
+    src = REAL / "g2p_attseq2seq_gru_kernel_tf12"
+    model = g2p_in_torch()
+    alignment = ckptmap.torch.align(model, src)
+    assert alignment.ok, str(alignment)
+    renames = alignment.renames()
+    prefix = "model/att_seq2seq/"
+    assert renames[prefix + "encode/source_embedding/W"] == "encoder/embed/weight"  # names decided
+    assert renames[prefix + "decode/attention/att_keys/weights"] == "decoder/keys/weight"
+    report = ckptmap.torch.load_into(model, src, alignment.mapping())  # strict
+    assert len(report.loaded) == len(model.state_dict())
+    torch.save(model.state_dict(), tmp_path / "g2p.pt")
+    (tmp_path / "m.yaml").write_text(alignment.mapping_text)
+    code, out, err = run(capsys, "verify", src, tmp_path / "g2p.pt", "-m", tmp_path / "m.yaml")
+    assert code == 0 and out.splitlines()[-1].startswith("OK: 2 approximate"), out + err
