@@ -40,9 +40,12 @@ _NOISE = {"", "cell", "rnn", "multi", "layer", "with", "variable", "value", "att
 
 
 def tokens(name: str) -> frozenset[str]:
-    """`seq2seq/encoder/Dense_1/kernel` -> {seq, 2, seq, encoder, linear, 1, weight}, lower case."""
+    """`seq2seq/encoder/Dense_1/kernel` -> {seq, 2, encoder, linear, 1, weight} and each whole part
+    of the path ({seq2seq, encoder, dense_1, kernel}), lower case: words carry the meaning across
+    frameworks, whole parts tell `dense` from `dense_1` apart."""
     words = (w.lower() for w in _SPLIT.split(name))
-    return frozenset(_SYNONYMS.get(w, w) for w in words if w.lower() not in _NOISE)
+    parts = {f"/{p.lower()}" for p in name.split("/") if p}
+    return frozenset(_SYNONYMS.get(w, w) for w in words if w not in _NOISE) | parts
 
 
 def similarity(a: str, b: str) -> float:

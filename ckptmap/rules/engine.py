@@ -203,7 +203,10 @@ class _Run:
             self.targets.append(_Target(name, node, expr.text, rule, anchor))
 
     def _matches(self, rule: MatchRule) -> None:
-        for name in list(self.live):
+        literals = _literal_names(rule)
+        # A rule of whole names (`ckptmap align` drafts thousands) looks them up, not every name up.
+        names = [n for n in literals if n in self.live] if literals is not None else list(self.live)
+        for name in names:
             entry = self.live.get(name)
             if entry is None or entry.kind != kinds.WEIGHT:
                 continue
@@ -445,6 +448,20 @@ def _pieces(node: Node) -> Callable[[int], Iterator[np.ndarray]] | None:
 def _origin(t: _Target) -> str:
     sources = ", ".join(f"'{s.entry.name}'" for s in t.node.sources()) or "constants"
     return f"{t.rule.where() if t.rule else 'the unchanged tensor'} ({sources})"
+
+
+_ESCAPED = re.compile(r"\\(.)", re.S)
+
+
+def _literal_names(rule: MatchRule) -> tuple[str, ...] | None:
+    """The names a rule's patterns match when each is a name written out (`re.escape`d), else None."""
+    names = []
+    for pattern in rule.patterns:
+        text = _ESCAPED.sub(r"\1", pattern.pattern)
+        if re.escape(text) != pattern.pattern or pattern.flags & re.IGNORECASE:
+            return None
+        names.append(text)
+    return tuple(dict.fromkeys(names))
 
 
 def _match_when(rule: MatchRule, entry: TensorEntry) -> bool:

@@ -222,3 +222,37 @@ def test_a_real_tf1_attention_seq2seq_loads_into_a_hand_written_module(tmp_path,
     (tmp_path / "m.yaml").write_text(alignment.mapping_text)
     code, out, err = run(capsys, "verify", src, tmp_path / "g2p.pt", "-m", tmp_path / "m.yaml")
     assert code == 0 and out.splitlines()[-1].startswith("OK: 2 approximate"), out + err
+
+
+def test_names_with_regex_yaml_and_template_characters_survive_the_draft(tmp_path, capsys):
+    import torch
+
+    odd = ["a{b}", "c(1)", "d\\e", "f: #g", "h*i"]
+    src = {f"{n}.weight": torch.randn(3, 2 + k) for k, n in enumerate(odd)}
+    dst = {f"layer{k}.weight": torch.zeros(3, 2 + k) for k in range(len(odd))}
+    torch.save(src, tmp_path / "src.pt")
+    torch.save(dst, tmp_path / "dst.pt")
+    code, out, err = run(
+        capsys, "align", tmp_path / "src.pt", tmp_path / "dst.pt", "--apply", tmp_path / "o.pt"
+    )
+    assert code == 0, out + err
+    result = torch.load(tmp_path / "o.pt", weights_only=True)
+    for k, n in enumerate(odd):
+        torch.testing.assert_close(result[f"layer{k}.weight"], src[f"{n}.weight"])
+
+
+def test_thousands_of_alike_variables_pair_by_name_and_a_group_too_large_is_refused(
+    tmp_path, capsys, monkeypatch
+):
+    import torch
+
+    from ckptmap.alignment import pairing
+
+    many = {f"block{k}.proj.weight": torch.zeros(4, 4) for k in range(3000)}
+    torch.save(many, tmp_path / "many.pt")
+    alignment = ckptmap.align(tmp_path / "many.pt", tmp_path / "many.pt")
+    assert alignment.ok and len(alignment.tensors) == 3000
+    assert all(p.source == p.target for p in alignment.tensors)
+    monkeypatch.setattr(pairing, "MAX_GROUP", 1000)
+    code, out, err = run(capsys, "align", tmp_path / "many.pt", tmp_path / "many.pt")
+    assert code == 2 and not out and "more than 1000 to pair at once" in err
