@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..cells.model import RNN
-from ..errors import CkptmapError, one_line
+from ..errors import CkptmapError, UsageError, one_line
 from ..formats import registry
 from ..rules import mapping as mapping_lib
 from ..tree import Checkpoint, TensorEntry
@@ -53,6 +53,17 @@ class Alignment:
     def mapping(self) -> mapping_lib.Mapping:
         """The drafted mapping, ready for convert, load_into or verify."""
         return mapping_lib.from_text(self.mapping_text, "aligned mapping")
+
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write the drafted mapping, whole or not at all (atomic.AtomicFiles)."""
+        from ..atomic import AtomicFiles
+
+        path = Path(path)
+        if os.path.lexists(path) and not overwrite:
+            raise UsageError(f"{path} exists; pass --overwrite to replace it.")
+        with AtomicFiles([path]) as out:
+            out.temp(path).write_text(self.mapping_text, encoding="utf-8")
+        return path
 
     def renames(self) -> dict[str, str]:
         """Source name -> target name of every paired weight outside the RNNs."""

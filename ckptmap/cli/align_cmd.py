@@ -46,10 +46,10 @@ def align(
       ckptmap align tf1_run/model.ckpt fresh_model.pt --accept-order --apply model.pt
     """
     if output is not None and os.path.lexists(output) and not overwrite:
-        raise UsageError(f"{output} exists; pass --overwrite to replace it.")
+        raise UsageError(f"{output} exists; pass --overwrite to replace it.")  # before the work
     alignment = api.align(src, target, accept_order=accept_order)
     if output is not None:
-        output.write_text(alignment.mapping_text, encoding="utf-8")
+        alignment.save(output, overwrite=overwrite)
     lines = [str(alignment)]
     if output is not None:
         lines.append(f"  wrote {output}")

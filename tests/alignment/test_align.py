@@ -256,3 +256,52 @@ def test_thousands_of_alike_variables_pair_by_name_and_a_group_too_large_is_refu
     monkeypatch.setattr(pairing, "MAX_GROUP", 1000)
     code, out, err = run(capsys, "align", tmp_path / "many.pt", tmp_path / "many.pt")
     assert code == 2 and not out and "more than 1000 to pair at once" in err
+
+
+def test_the_draft_is_written_whole_and_never_over_a_special_file(source, target, tmp_path, capsys):
+    (tmp_path / "dir.yaml").mkdir()
+    code, _, err = run(capsys, "align", source, target, "-o", tmp_path / "dir.yaml", "--overwrite")
+    assert code == 2 and "not a regular file" in err
+    (tmp_path / "old.yaml").write_text("keep me")
+    code, _, err = run(capsys, "align", source, target, "-o", tmp_path / "old.yaml")
+    assert code == 2 and "--overwrite" in err and (tmp_path / "old.yaml").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "dir.yaml",
+        "fresh.pt",
+        "old.yaml",
+    ]  # no temporaries
+
+
+def test_keras_and_tf1_live_models_align_too(source, tmp_path):
+    import keras
+
+    import ckptmap.keras
+    import ckptmap.tf1
+    from tests.frameworks import tf1
+
+    model = keras.Sequential(
+        [keras.Input((None, 4)), keras.layers.LSTM(3, name="enc"), keras.layers.Dense(2, name="out")]
+    )
+    torch_like = tmp_path / "src.pt"
+    import torch
+
+    state = {"encoder.weight_ih_l0": torch.randn(12, 4), "encoder.weight_hh_l0": torch.randn(12, 3),
+             "encoder.bias_ih_l0": torch.randn(12), "encoder.bias_hh_l0": torch.randn(12),
+             "head.weight": torch.randn(2, 3), "head.bias": torch.randn(2)}  # fmt: skip
+    torch.save(state, torch_like)
+    alignment = ckptmap.keras.align(model, torch_like)
+    assert alignment.ok, str(alignment)
+    ckptmap.keras.load_into(model, torch_like, alignment.mapping())
+    np.testing.assert_allclose(model.get_layer("out").kernel.numpy(), state["head.weight"].numpy().T)
+
+    tf, v1 = tf1()
+    with tf.Graph().as_default():
+        ids = v1.placeholder(tf.int32, [None, None])
+        inputs = v1.nn.embedding_lookup(v1.get_variable("vocab", [V, E]), ids)
+        with v1.variable_scope("model/encoder"):
+            cell = v1.nn.rnn_cell.MultiRNNCell([v1.nn.rnn_cell.LSTMCell(H) for _ in range(2)])
+            v1.nn.dynamic_rnn(cell, inputs, dtype=tf.float32)
+        alignment = ckptmap.tf1.align(source)
+        assert [(p.source, p.target) for p in alignment.rnns] == [("seq2seq/encoder", "model/encoder")]
+        assert alignment.ok and alignment.renames() == {"embedding": "vocab"}
+        assert ckptmap.tf1.align(source, scope="model").renames() == {}  # `vocab` is outside the scope
