@@ -155,6 +155,15 @@ FORMATS: tuple[FormatSpec, ...] = (
         suffixes=(".keras",),
     ),
     FormatSpec(
+        name="savedmodel",
+        module="ckptmap.formats.saved_model",
+        description="TF SavedModel directory (tf-keras model.save(dir), TF Hub): its variables",
+        framework="keras",  # a Keras model's layers, restored by object path as tf2
+        library="tensorflow",
+        label="TF SavedModel",
+        example="saved_model_dir",
+    ),
+    FormatSpec(
         name="keras2",
         module="ckptmap.formats.keras2_h5",
         description="Keras 2 / tf-keras HDF5 weights (.h5)",

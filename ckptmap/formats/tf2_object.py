@@ -78,6 +78,7 @@ def read(path: str | os.PathLike[str]) -> Checkpoint:
             f"The object graph lists {len(missing)} tensors the bundle lacks (first: '{missing[0]}')."
         )
     entries = _classify([*ordered, *unlisted], slots, others, by_key)
+    entries = _by_layer_paths(entries, nodes)
     if any(kn.LAYER_WITH_WEIGHTS.fullmatch(p) for e in entries for p in e.name.split("/")):
         notes.append("TF2 checkpoints store no layer names: Keras layers are layer_with_weights-<k>.")
     root = [name for node_id, name in nodes[0].children if node_id != 0]
@@ -119,6 +120,51 @@ def _walk(nodes: list[og.Node]) -> tuple[list[str], dict[str, str], set[str]]:
         stack += [ref.slot for ref in reversed(node.slot_variables)]
         stack += [child for child, _ in reversed(node.children)]
     return keys, slots, others
+
+
+# Edges that list variables again (a model's `variables`, Keras' `keras_api` bookkeeping) or a
+# layer again (`layer-<k>` beside `layer_with_weights-<k>`). A SavedModel's variables checkpoint
+# keys its RNN cells' variables by the first of these TF met (`variables/0`), though the same
+# objects are reachable through the layers (`layer_with_weights-0/cell/kernel`).
+_DETOURS = frozenset(
+    {"variables", "trainable_variables", "non_trainable_variables", "keras_api", "layers", "_variables",
+     "_trainable_weights", "_non_trainable_weights", "regularization_losses", "signatures"}
+)  # fmt: skip
+
+
+def _detour(edge: str) -> bool:
+    return edge in _DETOURS or (edge.startswith("layer-") and edge[6:].isdigit())
+
+
+def _by_layer_paths(entries: list[TensorEntry], nodes: list[og.Node]) -> list[TensorEntry]:
+    """Entries whose key goes through a detour renamed by the path through the layers, where there
+    is one (fewest detour edges, then the graph's order)."""
+    if not any(_detour(part) for e in entries for part in e.name.split("/")[:-1]):
+        return entries
+    from collections import deque
+
+    best: dict[int, tuple[int, tuple[str, ...]]] = {0: (0, ())}
+    queue: deque[int] = deque([0])
+    while queue:  # 0-1 breadth-first: a detour edge costs 1, any other 0
+        node = queue.popleft()
+        cost, path = best[node]
+        for child, edge in nodes[node].children:
+            step = cost + _detour(edge)
+            if child not in best or step < best[child][0]:
+                best[child] = (step, (*path, edge))
+                (queue.append if _detour(edge) else queue.appendleft)(child)
+    by_key = {a.checkpoint_key: best[i] for i, n in enumerate(nodes) if i in best for a in n.attributes
+              if a.name == og.VARIABLE_VALUE}  # fmt: skip
+    taken = {e.name for e in entries}
+    out = []
+    for e in entries:
+        cost, path = by_key.get(e.key, (0, ()))
+        name = "/".join(path)
+        if path and cost == 0 and name not in taken and any(_detour(p) for p in e.name.split("/")[:-1]):
+            taken.add(name)
+            e = TensorEntry(name, e.shape, e.dtype, e.key, e.loader, e.kind, e.slot_of)
+        out.append(e)
+    return out
 
 
 def _classify(

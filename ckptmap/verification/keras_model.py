@@ -166,12 +166,15 @@ def _restore(ckpt: Checkpoint, model: Any, ours: list[_Layer]) -> None:
         model.load_weights(str(path))
     elif ckpt.format == "keras2":
         model.load_weights(str(path), by_name=True)
-    else:  # tf2: the checkpoint's object paths lead to the layers
+    else:  # tf2, savedmodel: the checkpoint's object paths lead to the layers
         import tensorflow as tf
 
+        # A SavedModel's layers carry their names here; its checkpoint keeps the edges they came from.
+        edges = ckpt.metadata.get("layer_edges", {})
+        path = Path(ckpt.metadata.get("variables", path))
         tree: dict[str, Any] = {}
         for part in ours:
-            *outer, leaf = part.name.split("/")
+            *outer, leaf = edges.get(part.name, part.name).split("/")
             node = tree
             for component in outer:
                 node = node.setdefault(component, {})
