@@ -140,6 +140,7 @@ def align(
         tensors=tensor_pairs,
         unplaced_source=[e.name for e in src.weights() if e.name not in placed],
         unplaced_target=[e.name for e in dst_rest if e.name not in filled],
+        source_names=list(src.entries),
     )
     result = Alignment(
         str(src.path or "source"),

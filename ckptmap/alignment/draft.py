@@ -27,6 +27,7 @@ def mapping_yaml(
     tensors: Sequence[Pair],
     unplaced_source: Sequence[str],
     unplaced_target: Sequence[str],
+    source_names: Sequence[str] = (),
 ) -> str:
     """The drafted mapping. `rnn_moves`: each RNN pair with its renames (source name, or scope
     prefix ending in `/`, -> what the built-in mapping turns into the target's names)."""
@@ -61,7 +62,17 @@ def mapping_yaml(
         "bookkeeping": "drop",
     }
     rules: list[dict] = []
+    moved = _whole_layers(tensors, source_names)
+    for (old_layer, new_layer), ambiguous in moved.items():  # a layer that moves whole: one rule
+        rules.append(
+            {
+                "name": f"{new_layer}{' (GUESSED)' if ambiguous else ''}",
+                **_move(f"{old_layer}/", f"{new_layer}/"),
+            }
+        )
     for pair in tensors:
+        if (_layer(pair.source), _layer(pair.target)) in moved:
+            continue
         rule = {
             "name": f"{pair.target}{' (GUESSED)' if pair.ambiguous else ''}",
             "match": re.escape(pair.source),
@@ -83,6 +94,31 @@ def mapping_yaml(
     doc["rules"] = rules
     body = yaml.safe_dump(doc, sort_keys=False, width=110, allow_unicode=True)
     return "\n".join(lines) + "\n" + body
+
+
+def _layer(name: str) -> str:
+    return name.rpartition("/")[0]
+
+
+def _whole_layers(tensors: Sequence[Pair], source_names: Sequence[str]) -> dict[tuple[str, str], bool]:
+    """(source layer, target layer) -> flagged, for layers whose every tensor keeps its own name
+    under the new scope (no transpose): those are one scope rename, not a rule per tensor."""
+    groups: dict[tuple[str, str], list[Pair]] = {}
+    for pair in tensors:
+        groups.setdefault((_layer(pair.source), _layer(pair.target)), []).append(pair)
+    under: dict[str, int] = {}
+    for name in source_names:
+        for k in range(1, name.count("/") + 1):
+            prefix = name.rsplit("/", k)[0]
+            under[prefix] = under.get(prefix, 0) + 1
+    return {
+        (a, b): any(p.ambiguous for p in pairs)
+        for (a, b), pairs in groups.items()
+        if a
+        and b
+        and under.get(a) == len(pairs)
+        and all(not p.transpose and p.source[len(a) :] == p.target[len(b) :] for p in pairs)
+    }
 
 
 def _move(old: str, new: str) -> dict:

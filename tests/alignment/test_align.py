@@ -305,3 +305,16 @@ def test_keras_and_tf1_live_models_align_too(source, tmp_path):
         assert [(p.source, p.target) for p in alignment.rnns] == [("seq2seq/encoder", "model/encoder")]
         assert alignment.ok and alignment.renames() == {"embedding": "vocab"}
         assert ckptmap.tf1.align(source, scope="model").renames() == {}  # `vocab` is outside the scope
+
+
+def test_a_layer_that_moves_whole_is_one_scope_rule(tmp_path):
+    from tests.alignment.corpus import torch_refactor
+
+    case = torch_refactor(tmp_path)
+    alignment = ckptmap.align(case.source, case.target)
+    assert alignment.ok
+    text = alignment.mapping_text
+    assert "match: encoder_proj/(?P<rest>.+)\n  to: enc/down/{rest}" in text
+    assert "match: encoder_proj/weight" not in text  # not a rule per tensor
+    out = alignment.mapping().apply(ckptmap.load(case.source))
+    assert sorted(out) == sorted(ckptmap.load(case.target))
