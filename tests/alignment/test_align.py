@@ -318,3 +318,16 @@ def test_a_layer_that_moves_whole_is_one_scope_rule(tmp_path):
     assert "match: encoder_proj/weight" not in text  # not a rule per tensor
     out = alignment.mapping().apply(ckptmap.load(case.source))
     assert sorted(out) == sorted(ckptmap.load(case.target))
+
+
+def test_json_and_an_unsure_apply_writes_nothing(source, target, tmp_path, capsys):
+    import json
+
+    code, out, _ = run(capsys, "align", source, target, "--json", "--apply", tmp_path / "o.pt")
+    report = json.loads(out)
+    assert code == 1 and report["ok"] is False and not (tmp_path / "o.pt").exists()
+    assert (
+        sum(p["ambiguous"] for p in report["tensors"]) == 4 and "include: tf1-to-torch" in report["mapping"]
+    )
+    code, out, _ = run(capsys, "align", source, target, "--apply", tmp_path / "o.pt")
+    assert code == 1 and "not applied: the draft is not sure" in out and not (tmp_path / "o.pt").exists()
