@@ -129,6 +129,7 @@ def align(
         n for p in rnn_pairs for n in by_scope[p.source].tensor_names
     }
     filled = {p.target for p in tensor_pairs}
+    unplaced = [e.name for e in src.weights() if e.name not in placed]
     builtin = mapping_lib.builtin_for(src_fw, dst_fw) if src_fw != dst_fw else None
     name = f"align-{_stem(src)}-to-{_stem(dst)}"
     text = mapping_yaml(
@@ -138,7 +139,7 @@ def align(
         builtin=builtin,
         rnn_moves=moves,
         tensors=tensor_pairs,
-        unplaced_source=[e.name for e in src.weights() if e.name not in placed],
+        unplaced_source=unplaced,
         unplaced_target=[e.name for e in dst_rest if e.name not in filled],
         source_names=list(src.entries),
     )
@@ -148,7 +149,7 @@ def align(
         text,
         rnns=rnn_pairs,
         tensors=tensor_pairs,
-        unplaced_source=[e.name for e in src.weights() if e.name not in placed],
+        unplaced_source=unplaced,
         accept_order=accept_order,
     )
     result.problems, result.unplaced_target = _check(result, src, dst)
