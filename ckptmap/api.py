@@ -124,6 +124,7 @@ def convert(
     keep_only: Sequence[str] = (),
     overwrite: bool = True,
     allow_noop: bool = False,
+    into: PathLike | None = None,
 ) -> ConversionReport:
     """Read `src`, apply the mapping(s), drop what `drop` matches (regexes) or no `keep_only`
     matches, rename targets last, and write `dst` atomically.
@@ -131,7 +132,9 @@ def convert(
     Everything is validated before anything is written; `dry_run` stops there and returns the plan.
     `shard_size` (bytes) splits a TF checkpoint into data shards of at most that size
     (`model.ckpt.data-00000-of-00004`, ...); a tensor larger than that gets a shard of its own.
-    `overwrite=False` refuses a destination that exists. A mapping written for another framework
+    `into` names an existing file a format's writer fills rather than makes (an ONNX model: the
+    graph stays, its initializers are replaced). `overwrite=False` refuses a destination that
+    exists. A mapping written for another framework
     than the source's, or one that converts none of the source's RNNs, raises `NothingDoneError`
     unless `allow_noop`.
 
@@ -148,14 +151,14 @@ def convert(
     out, plan = apply(source, mappings, rename, drop=drop, keep_only=keep_only)
     dst_path = Path(dst)
     fmt = output_format(dst_path, to, mappings)
-    out, plan = _drop_unplaced(out, plan, fmt, mappings)
+    options = _writer_options(fmt, shard_size, into)
+    out, plan = _drop_unplaced(out, plan, fmt, mappings, options)
     if not allow_noop:
         _refuse_no_rnn_converted(source, mappings, plan)
     report = ConversionReport(
         Path(src), source.format, dst_path, fmt.name, plan, notes=list(source.notes), dry_run=dry_run
     )
-    report.plan = plan = as_written(out, plan, fmt)
-    options = _writer_options(fmt, shard_size)
+    report.plan = plan = as_written(out, plan, fmt, options)
     writer = fmt.load()
     outputs = writer.files(dst_path, out, **options)
     _refuse_overwriting_source(outputs, source.files)
@@ -288,14 +291,18 @@ def _refuse_no_rnn_converted(source: Checkpoint, mappings: Sequence[Mapping], pl
 
 
 def _drop_unplaced(
-    ckpt: Checkpoint, plan: Plan, fmt: registry.FormatSpec, mappings: Sequence[Mapping]
+    ckpt: Checkpoint,
+    plan: Plan,
+    fmt: registry.FormatSpec,
+    mappings: Sequence[Mapping],
+    options: MappingABC[str, Any],
 ) -> tuple[Checkpoint, Plan]:
     """Under a mapping with `unplaced: drop`, leave out what the output format has no place for
     (the writer says why); otherwise the writer refuses it with the same reason."""
     if not any(m.spec.unplaced == "drop" for m in mappings):
         return ckpt, plan
     find = getattr(fmt.load(), "unplaced", None)
-    problems = find(ckpt) if find else {}
+    problems = find(ckpt, **options) if find else {}
     if not problems:
         return ckpt, plan
     from .pipeline import without
@@ -305,15 +312,28 @@ def _drop_unplaced(
     return ckpt, plan.then(step)
 
 
-def _writer_options(fmt: registry.FormatSpec, shard_size: int | None) -> dict[str, Any]:
+def _writer_options(
+    fmt: registry.FormatSpec, shard_size: int | None, into: PathLike | None
+) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if fmt.template and into is None:
+        raise UsageError(
+            f"Writing {fmt.name} needs an existing {registry.label(fmt.name)} to write into: --into "
+            f"{fmt.example} ({fmt.template})."
+        )
+    if into is not None:
+        if not fmt.template:
+            fills = " or ".join(f.name for f in registry.FORMATS if f.template)
+            raise UsageError(f"--into names a model to fill, for {fills} output; not for {fmt.name}.")
+        options["template"] = Path(into)
     if shard_size is None:
-        return {}
+        return options
     if shard_size <= 0:
         raise UsageError(f"shard size must be positive, not {shard_size}.")
     if not fmt.shards:
         sharded = " or ".join(f"{registry.label(n)}s (--to {n})" for n in registry.sharding_formats())
         raise UsageError(f"--shard-size applies to {sharded}, not to {fmt.name}.")
-    return {"max_shard_bytes": shard_size}
+    return {**options, "max_shard_bytes": shard_size}
 
 
 def verify(

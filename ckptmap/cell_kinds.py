@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from .errors import RuleError
 
-FRAMEWORKS = ("tf1", "torch", "keras")
+FRAMEWORKS = ("tf1", "torch", "keras", "onnx", "flax")
 
 # `when:` facts every cell rule may test: the RNN's attribute of the same name (rules/engine.py).
 COMMON_FACTS: Mapping[str, type] = {
@@ -108,9 +108,15 @@ KINDS: tuple[CellKind, ...] = (
                 cell_name="lstm_cell",
                 removed=("CuDNNLSTM",),
             ),
+            "onnx": InFramework(("LSTM",), "onnx.lstm"),
+            # linen's two LSTM cells hold the same parameters; nnx spells the forget gate `if_`
+            # (a keyword otherwise) and fuses OptimizedLSTMCell's gates (cells/flax_cells.py).
+            "flax": InFramework(
+                ("LSTMCell", "OptimizedLSTMCell", "nnx.LSTMCell", "nnx.OptimizedLSTMCell"), "flax.lstm"
+            ),
         },
         source="tensorflow/python/ops/rnn_cell_impl.py LSTMCell; torch/nn/modules/rnn.py LSTM; "
-        "keras/src/layers/rnn/lstm.py",
+        "keras/src/layers/rnn/lstm.py; onnx/defs/rnn/defs.cc LSTM; flax/linen/recurrent.py LSTMCell",
     ),
     CellKind(
         "gru",
@@ -127,9 +133,11 @@ KINDS: tuple[CellKind, ...] = (
             "keras": InFramework(
                 ("GRU", "CuDNNGRU"), "keras.gru", key="gru", cell_name="gru_cell", removed=("CuDNNGRU",)
             ),
+            "onnx": InFramework(("GRU",), "onnx.gru"),
+            "flax": InFramework(("GRUCell", "nnx.GRUCell"), "flax.gru"),
         },
         source="tensorflow/python/ops/rnn_cell_impl.py GRUCell; torch/nn/modules/rnn.py GRU; "
-        "keras/src/layers/rnn/gru.py",
+        "keras/src/layers/rnn/gru.py; onnx/defs/rnn/defs.cc GRU; flax/linen/recurrent.py GRUCell",
     ),
     CellKind(
         "rnn",
@@ -140,22 +148,28 @@ KINDS: tuple[CellKind, ...] = (
             "tf1": InFramework(("BasicRNNCell",), "tf1.rnn"),
             "torch": InFramework(("nn.RNN",), "torch.rnn"),
             "keras": InFramework(("SimpleRNN",), "keras.rnn", key="simple_rnn", cell_name="simple_rnn_cell"),
+            "onnx": InFramework(("RNN",), "onnx.rnn"),
+            "flax": InFramework(("SimpleCell", "nnx.SimpleCell"), "flax.rnn"),
         },
         source="tensorflow/python/ops/rnn_cell_impl.py BasicRNNCell; torch/nn/modules/rnn.py RNN "
-        "(tanh); keras/src/layers/rnn/simple_rnn.py",
+        "(tanh); keras/src/layers/rnn/simple_rnn.py; onnx/defs/rnn/defs.cc RNN; flax/linen/recurrent.py "
+        "SimpleCell",
     ),
 )
 
 
 def _tf1_only(name: str, cls: str, gates: int, state: tuple[str, ...], why: str, source: str) -> CellKind:
-    """A TF 1.x contrib cell that neither PyTorch nor Keras has: recognized, shown, refused."""
+    """A TF 1.x contrib cell no other framework has: recognized, shown, refused."""
     missing = InFramework(missing=why)
     return CellKind(
         name,
         gates=gates,
         state=state,
         facts={},
-        frameworks={"tf1": InFramework((cls,), removed=(cls,)), "torch": missing, "keras": missing},
+        frameworks={
+            "tf1": InFramework((cls,), removed=(cls,)),
+            **dict.fromkeys(("torch", "keras", "onnx", "flax"), missing),
+        },
         source=source,
     )
 

@@ -9,7 +9,7 @@ in 0.7) load when a command first needs a tensor's bytes, so reading an index ne
 Sources: TF `DataType` enum values are from tensorflow/core/framework/types.proto; torch storage
 class names from torch/storage.py (`_LegacyStorage` subclasses; uint16/32/64 have none: torch saves
 them as an UntypedStorage plus the dtype, see formats/torch_pickle.py); safetensors codes from the
-safetensors format spec (README "Format").
+safetensors format spec (README "Format"); ONNX codes from onnx/onnx.proto (TensorProto.DataType).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ class DType:
     tf_enum: int | None
     torch_storage: str | None
     safetensors: str | None
+    onnx: int | None  # TensorProto.DataType
     # "module:attribute" of the numpy scalar type; ml_dtypes' types are imported only when used.
     numpy_type: str
 
@@ -49,36 +50,43 @@ class DType:
 
 
 def _row(
-    name: str, size: int, tf_enum: int | None, storage: str | None, st: str | None, np_type: str
+    name: str,
+    size: int,
+    tf_enum: int | None,
+    storage: str | None,
+    st: str | None,
+    onnx: int | None,
+    np_type: str,
 ) -> DType:
-    return DType(name, size, tf_enum, storage, st, np_type if ":" in np_type else f"numpy:{np_type}")
+    return DType(name, size, tf_enum, storage, st, onnx, np_type if ":" in np_type else f"numpy:{np_type}")
 
 
 DTYPES: tuple[DType, ...] = (
-    _row("float32", 4, 1, "FloatStorage", "F32", "float32"),
-    _row("float64", 8, 2, "DoubleStorage", "F64", "float64"),
-    _row("float16", 2, 19, "HalfStorage", "F16", "float16"),
-    _row("bfloat16", 2, 14, "BFloat16Storage", "BF16", "ml_dtypes:bfloat16"),
-    _row("int8", 1, 6, "CharStorage", "I8", "int8"),
-    _row("int16", 2, 5, "ShortStorage", "I16", "int16"),
-    _row("int32", 4, 3, "IntStorage", "I32", "int32"),
-    _row("int64", 8, 9, "LongStorage", "I64", "int64"),
-    _row("uint8", 1, 4, "ByteStorage", "U8", "uint8"),
-    _row("uint16", 2, 17, None, "U16", "uint16"),
-    _row("uint32", 4, 22, None, "U32", "uint32"),
-    _row("uint64", 8, 23, None, "U64", "uint64"),
-    _row("bool", 1, 10, "BoolStorage", "BOOL", "bool_"),
-    _row("complex64", 8, 8, "ComplexFloatStorage", "C64", "complex64"),
-    _row("complex128", 16, 18, "ComplexDoubleStorage", None, "complex128"),
+    _row("float32", 4, 1, "FloatStorage", "F32", 1, "float32"),
+    _row("float64", 8, 2, "DoubleStorage", "F64", 11, "float64"),
+    _row("float16", 2, 19, "HalfStorage", "F16", 10, "float16"),
+    _row("bfloat16", 2, 14, "BFloat16Storage", "BF16", 16, "ml_dtypes:bfloat16"),
+    _row("int8", 1, 6, "CharStorage", "I8", 3, "int8"),
+    _row("int16", 2, 5, "ShortStorage", "I16", 5, "int16"),
+    _row("int32", 4, 3, "IntStorage", "I32", 6, "int32"),
+    _row("int64", 8, 9, "LongStorage", "I64", 7, "int64"),
+    _row("uint8", 1, 4, "ByteStorage", "U8", 2, "uint8"),
+    _row("uint16", 2, 17, None, "U16", 4, "uint16"),
+    _row("uint32", 4, 22, None, "U32", 12, "uint32"),
+    _row("uint64", 8, 23, None, "U64", 13, "uint64"),
+    _row("bool", 1, 10, "BoolStorage", "BOOL", 9, "bool_"),
+    _row("complex64", 8, 8, "ComplexFloatStorage", "C64", 14, "complex64"),
+    _row("complex128", 16, 18, "ComplexDoubleStorage", None, 15, "complex128"),
     # Strings exist only in TF checkpoints; arrays of them hold Python bytes objects (itemsize:
     # numpy's object pointer, which is what `nbytes` of such an array counts).
-    _row("string", 8, 7, None, None, "builtins:object"),
+    _row("string", 8, 7, None, None, 8, "builtins:object"),
 )
 
 _BY_NAME = {d.name: d for d in DTYPES}
 _BY_TF = {d.tf_enum: d for d in DTYPES if d.tf_enum is not None}
 _BY_STORAGE = {d.torch_storage: d for d in DTYPES if d.torch_storage}
 _BY_SAFETENSORS = {d.safetensors: d for d in DTYPES if d.safetensors}
+_BY_ONNX = {d.onnx: d for d in DTYPES if d.onnx is not None}
 
 
 def by_name(name: str) -> DType:
@@ -108,6 +116,13 @@ def from_safetensors(code: str) -> DType:
         return _BY_SAFETENSORS[code]
     except KeyError:
         raise UnsupportedError(f"safetensors dtype '{code}' is not supported.") from None
+
+
+def from_onnx(code: int) -> DType:
+    try:
+        return _BY_ONNX[code]
+    except KeyError:
+        raise UnsupportedError(f"ONNX data type {code} is not supported by ckptmap.") from None
 
 
 def from_numpy(dtype: np.dtype) -> DType:

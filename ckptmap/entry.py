@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import dtypes, kinds, lazy
 from .errors import CkptmapError, FormatError
@@ -37,6 +37,9 @@ class TensorEntry:
     slot_of: str | None = None
     # A mapped target can be computed a block of rows at a time: `pieces(max_bytes)` (see `blocks`).
     pieces: Callable[[int], Iterator[np.ndarray]] | None = field(default=None, repr=False)
+    # What the file says about the layer this tensor belongs to that no shape shows (an ONNX node's
+    # attributes: direction, linear_before_reset, activations), for recognition; None for most.
+    settings: Mapping[str, Any] | None = field(default=None, repr=False)
 
     @property
     def size(self) -> int:

@@ -193,10 +193,12 @@ def _with_entries(ckpt: Checkpoint, entries: list[TensorEntry]) -> Checkpoint:
     )
 
 
-def as_written(ckpt: Checkpoint, plan: Plan, fmt: registry.FormatSpec) -> Plan:
-    """`plan` followed by the renames format `fmt`'s writer makes on the way out (if any)."""
+def as_written(
+    ckpt: Checkpoint, plan: Plan, fmt: registry.FormatSpec, options: MappingABC[str, Any] | None = None
+) -> Plan:
+    """`plan` followed by the renames format `fmt`'s writer (given `options`) makes on the way out."""
     written = getattr(fmt.load(), "written_names", None)
-    renamed = written(ckpt) if written else {}
+    renamed = written(ckpt, **(options or {})) if written else {}
     if all(old == new for old, new in renamed.items()):
         return plan
     step = []

@@ -59,7 +59,9 @@ class Checkpoint(Mapping[str, "np.ndarray"]):
         if classify:
             classes = kinds.classify([e.name for e in entries], {e.name: e.shape for e in entries})
             entries = [
-                TensorEntry(e.name, e.shape, e.dtype, e.key, e.loader, c.kind, c.slot_of, e.pieces)
+                TensorEntry(
+                    e.name, e.shape, e.dtype, e.key, e.loader, c.kind, c.slot_of, e.pieces, e.settings
+                )
                 for e in entries
                 if (c := classes[e.name])  # not dataclasses.replace: 4x slower, over thousands of entries
             ]

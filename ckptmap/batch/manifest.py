@@ -217,6 +217,12 @@ class _Checker:
             fmt = api.output_format(dst, opts["to"].value, mappings)  # the rule convert itself applies
         except CkptmapError as e:
             raise self.fail(opts["dst"].line, str(e)) from None
+        if fmt.template:  # convert --into: no job key names the model to fill yet
+            line = opts["to"].line or opts["dst"].line
+            raise self.fail(
+                line,
+                f"{fmt.name} output is written into an existing model (convert --into); a batch job cannot.",
+            )
         files = [Path(f) for f in fmt.load().files(dst)]
         for f in files:
             if (problem := paths.not_replaceable(f)) is not None:

@@ -123,6 +123,10 @@ def _layer(
     kind, input_size, units = measured[0][:3]
     with_bias = [m for m in measured if m[3]]
     has_bias, reset_after = bool(with_bias), (with_bias or measured)[0][4]
+    # What a SavedModel's metadata says of the layer (formats/saved_model.py); nothing elsewhere.
+    settings = next((s for _, m in sides.values() for n in m.values() if (s := entries[n].settings)), {})
+    if kind == "gru" and not has_bias and isinstance(settings.get("reset_after"), bool):
+        reset_after = settings["reset_after"]  # the weights cannot tell
     cudnn = any(m[5] for m in measured)
     refs = tuple(
         CellRef(0, reverse, scope, members, input_size) for reverse, (_, members) in sorted(sides.items())
@@ -141,7 +145,19 @@ def _layer(
         dtype=entries[first].dtype,
         reset_after=reset_after,
         cells=refs,
+        unsupported=_unsupported(settings, kind, scope),
     )
+
+
+def _unsupported(settings: Mapping[str, object], kind: str, scope: str) -> str:
+    """Why a layer whose config the file gives computes what other frameworks' cells do not."""
+    if settings.get("activation", "tanh") != "tanh":
+        return f"layer {scope} uses activation {settings['activation']}, not tanh"
+    if kind != "rnn" and settings.get("recurrent_activation", "sigmoid") != "sigmoid":
+        return f"layer {scope} uses recurrent_activation {settings['recurrent_activation']}, not sigmoid"
+    if settings.get("go_backwards") is True:
+        return f"layer {scope} runs backward in time (go_backwards=True)"
+    return ""
 
 
 # tf-keras' cell classes (tf_keras/src/layers/rnn/{lstm,gru,simple_rnn}.py), prefixed so they do not

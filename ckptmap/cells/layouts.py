@@ -122,6 +122,69 @@ LAYOUTS: tuple[GateLayout, ...] = (
         ("h",),
         source="keras/src/layers/rnn/simple_rnn.py: SimpleRNNCell",
     ),
+    # ONNX operators (onnx/defs/rnn/defs.cc, opsets 7, 14 and 22 agree on all of this; 14 adds `layout`,
+    # which moves the batch axis of X and Y, never of the weights). Per direction: W [gates*h, input],
+    # R [gates*h, h], B [2*gates*h] = input biases then recurrent biases (both summed, as PyTorch's).
+    GateLayout(
+        "onnx",
+        "lstm",
+        ("i", "o", "f", "g"),
+        ("i", "o", "f", "c"),
+        source="onnx/defs/rnn/defs.cc: LSTM, `W[iofc]`, `R[iofc]`, `Wb[iofc]`, `Rb[iofc]`, `P[iof]`",
+        note="peepholes P [3h] (i, o, f): i and f see C(t-1), o sees C(t), as TF1's LSTMCell(use_peepholes)",
+    ),
+    GateLayout(
+        "onnx",
+        "gru",
+        ("z", "r", "n"),
+        ("z", "r", "h"),
+        source="onnx/defs/rnn/defs.cc: GRU, `W[zrh]`, `R[zrh]`, `Wb[zrh]`, `Rb[zrh]`",
+        note="the node's linear_before_reset says where the reset gate acts: 0 multiplies h before the "
+        "candidate's recurrent matmul (TF1 GRUCell, Keras reset_after=False; Rbh is added after the "
+        "matmul, so the biases still sum), 1 multiplies (Rh h + Rbh) after it (PyTorch, Keras "
+        "reset_after=True)",
+    ),
+    GateLayout(
+        "onnx",
+        "rnn",
+        ("h",),
+        ("i",),
+        source="onnx/defs/rnn/defs.cc: RNN, `Ht = f(Xt*(Wi^T) + Ht-1*(Ri^T) + Wbi + Rbi)`, f = Tanh "
+        "by default",
+    ),
+    # Flax: linen cells keep one Dense per gate and source (`ii`, `hi`, ...: no axis to reorder, the
+    # gates are named); nnx's OptimizedLSTMCell and GRUCell fuse them as `dense_i` / `dense_h` with the
+    # gates in this order along the last (output) axis. Kernels are [in, out], as Keras'.
+    GateLayout(
+        "flax",
+        "lstm",
+        ("i", "f", "g", "o"),
+        ("i", "f", "g", "o"),
+        source="flax/linen/recurrent.py: LSTMCell (`ii`, `if`, `ig`, `io` over inputs, no bias; `hi`, `hf`, "
+        "`hg`, `ho` over h, with bias); flax/nnx/nn/recurrent.py: OptimizedLSTMCell, "
+        "`i, f, g, o = jnp.split(y, indices_or_sections=4, axis=-1)`",
+    ),
+    GateLayout(
+        "flax",
+        "gru",
+        ("r", "z", "n"),
+        ("r", "z", "n"),
+        source="flax/linen/recurrent.py: GRUCell (`ir`, `iz`, `in` with bias; `hr`, `hz` without; `hn` "
+        "with), "
+        "`n = tanh(dense_i(in)(x) + r * dense_h(hn)(h))`; flax/nnx/nn/recurrent.py: GRUCell, "
+        "`xi_r, xi_z, xi_n = jnp.split(x_transformed, 3, axis=-1)`",
+        note="the reset gate multiplies the recurrent matmul's result, as PyTorch's; nnx's GRUCell has no "
+        "recurrent bias at all (dense_h without bias)",
+        reset_after=True,
+    ),
+    GateLayout(
+        "flax",
+        "rnn",
+        ("h",),
+        ("h",),
+        source="flax/linen/recurrent.py: SimpleCell, `new_carry = dense_i(name='i')(inputs) + "
+        "dense_h(name='h')(carry)`, tanh",
+    ),
 )
 
 _BY_KEY = {layout.key: layout for layout in LAYOUTS}

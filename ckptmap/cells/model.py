@@ -51,7 +51,7 @@ class CellRef:
 
 @dataclass(frozen=True)
 class RNN:
-    framework: str  # "tf1" | "torch"
+    framework: str  # "tf1" | "torch" | "keras" | "onnx"
     kind: str  # "lstm" | "gru" | "rnn"
     cell_type: str  # "LSTMCell", "BasicLSTMCell", "GRUCell", "BasicRNNCell", "nn.LSTM", ...
     scope: str  # the user's scope or module path, canonical ('' at the root)
@@ -68,6 +68,9 @@ class RNN:
     reset_after: bool | None = None  # GRU: reset gate after the recurrent matmul (torch, Keras default)
     cells: tuple[CellRef, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    # Why no mapping may convert it, when the file says it computes what no other framework's cell
+    # does (an ONNX node with other activations, or clip); "" for a plain cell.
+    unsupported: str = ""
 
     @property
     def layout(self) -> GateLayout:
@@ -100,10 +103,12 @@ class RNN:
             extra.append(f"proj {self.proj}")
         if self.peepholes:
             extra.append("peepholes")
-        if self.framework == "keras" and self.kind == "gru":
+        if self.framework in ("keras", "onnx") and self.kind == "gru":
             extra.append(f"reset_after={self.reset_after}")
         if self.bidirectional and self.layers > 1 and self.stacking == STACK_PER_DIRECTION:
             extra.append("each direction stacked alone")
+        if self.unsupported:
+            extra.append(f"not convertible: {self.unsupported}")
         tail = f", {', '.join(extra)}" if extra else ""
         return (
             f"{self.class_name} at {where}: input {self.input_size}, units {self.units}, "

@@ -24,6 +24,8 @@ FAMILIES: dict[str, str] = {
     "tf1": "ckptmap.cells.tf1_cells",
     "torch": "ckptmap.cells.torch_cells",
     "keras": "ckptmap.cells.keras_cells",
+    "onnx": "ckptmap.cells.onnx_cells",
+    "flax": "ckptmap.cells.flax_cells",
 }
 
 

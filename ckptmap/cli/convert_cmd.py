@@ -28,6 +28,11 @@ _NAMED = ", ".join(f.example for f in _WRITABLE if f.suffixes)
 _DST_HELP = f"Destination file or TF prefix; its name gives the format ({_NAMED}) unless --to does."
 _SHARDED = " or ".join(f.name for f in api.formats() if f.shards)
 _SHARD_HELP = f"{_SHARDED} output: data shards of at most this size (e.g. 2GB)."
+_INTO_HELP = " ".join(
+    f"{f.name} output: the {f.label} to write into, e.g. {f.example} ({f.template})."
+    for f in api.formats()
+    if f.template
+)
 
 
 def convert(
@@ -50,6 +55,7 @@ def convert(
         str | None,
         typer.Option("--shard-size", help=_SHARD_HELP),
     ] = None,
+    into: Annotated[str | None, typer.Option("--into", help=_INTO_HELP)] = None,
     drop: Annotated[
         list[str] | None,
         typer.Option(
@@ -93,6 +99,8 @@ def convert(
       ckptmap convert model.ckpt out/model.ckpt --rename '^model_1/=model_3/'
 
       ckptmap convert model.ckpt model.pt -m tf1-to-torch --drop '^Variable' --overwrite
+
+      ckptmap convert retrained.pt new.onnx --into exported.onnx
     """
     params = pairs(set_ or [], "--set", first=True)
     renames = pairs(rename or [], "--rename", first=False)
@@ -114,6 +122,7 @@ def convert(
             keep_only=keep_only or (),
             overwrite=overwrite,
             allow_noop=allow_noop,
+            into=into,
         )
     finally:
         if bar:

@@ -1,4 +1,4 @@
-"""`ckptmap verify SRC DST` and `ckptmap verify SRC --into tf1|torch`."""
+"""`ckptmap verify SRC DST` and `ckptmap verify SRC --into FRAMEWORK`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from .. import api
 from ..errors import UsageError
 from .options import pairs
 
+# Frameworks a checkpoint can be written for on its own (ONNX is written into an existing model).
+_INTO = " or ".join(dict.fromkeys(f.framework for f in api.formats() if f.preferred and not f.template))
+
 if TYPE_CHECKING:  # verification modules load with the command, not with the CLI
     from ..verification.report import IntoReport, VerifyReport
 
@@ -19,7 +22,7 @@ def verify(
     src: Annotated[str, typer.Argument(help="The original checkpoint.")],
     dst: Annotated[str | None, typer.Argument(help="The converted checkpoint to check against SRC.")] = None,
     into: Annotated[
-        str | None, typer.Option("--into", help="Instead: restore SRC into fresh tf1 or torch models.")
+        str | None, typer.Option("--into", help=f"Instead: restore SRC into fresh {_INTO} models.")
     ] = None,
     mapping: Annotated[
         list[str] | None, typer.Option("--mapping", "-m", help="Mapping(s) SRC was converted with.")

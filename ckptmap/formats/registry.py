@@ -11,7 +11,10 @@ Each row names a module that implements the format protocol:
     write(ckpt: Checkpoint, path: Path, *, progress=None) -> list[Path]
                                        (writers) atomic (see ckptmap.atomic), streaming one tensor at a
                                        time; `progress(n)` is called with the bytes each tensor added;
-                                       `max_shard_bytes=` too where the row says `shards`
+                                       `max_shard_bytes=` too where the row says `shards`,
+                                       `template=` (the file `--into` names) where it says `template`
+    unplaced(ckpt, **options) -> dict[str, str]
+                                       (optional) tensors the output has no place for, with why
 
 Each row also says what the rest of ckptmap asks about a format without importing its module: the
 framework that restores it (the API's and the hooks' choice of mapping, `verify`'s backends), its
@@ -59,6 +62,9 @@ class FormatSpec:
     shards: bool = False  # the writer spreads data over several files (`convert --shard-size`)
     fixes_names: str = ""  # what the writer renames on the way out (its `written_names`); "" for nothing
     preferred: bool = False  # the format written for `framework` when a destination's name does not say
+    # The writer fills an existing file of the format (`convert --into`, its `template=`) rather than
+    # making one: what that file gives, for help and errors; "" for writers that need none.
+    template: str = ""
 
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -162,6 +168,42 @@ FORMATS: tuple[FormatSpec, ...] = (
         library="tensorflow",
         label="TF SavedModel",
         example="saved_model_dir",
+    ),
+    FormatSpec(
+        name="onnx",
+        module="ckptmap.formats.onnx_model",
+        description="ONNX model (.onnx): its initializers; written into an existing model",
+        framework="onnx",  # onnxruntime runs it
+        library="onnx",
+        label="ONNX model",
+        example="model.onnx",
+        suffixes=(".onnx",),
+        writable=True,
+        template="the graph: ckptmap replaces its initializers and keeps everything else",
+        fixes_names="RNN weights go to the model's own nodes (LSTM_589) in layer and graph order when its "
+        "node names are not torch.onnx's",
+        preferred=True,
+    ),
+    FormatSpec(
+        name="flax",
+        module="ckptmap.formats.flax_msgpack",
+        description="Flax msgpack parameters (flax.serialization.to_bytes)",
+        framework="flax",
+        library="flax",
+        label="Flax msgpack file",
+        example="params.msgpack",
+        suffixes=(".msgpack",),
+        writable=True,
+        preferred=True,
+    ),
+    FormatSpec(
+        name="orbax",
+        module="ckptmap.formats.orbax_checkpoint",
+        description="orbax PyTree checkpoint directory (Flax/JAX; read through tensorstore)",
+        framework="flax",
+        library="flax",
+        label="orbax checkpoint",
+        example="checkpoint_dir",
     ),
     FormatSpec(
         name="keras2",

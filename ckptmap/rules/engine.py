@@ -44,6 +44,9 @@ class _Target:
     anchor: int  # position of the source it came from, to keep the checkpoint's order
     kind: str = kinds.WEIGHT
     slot_of: str | None = None
+    # Of a cell's weight: the cell it was made for (kind, reset_after), so a writer that fills an
+    # existing graph (formats/onnx_model.py) can refuse a node that computes something else.
+    settings: Mapping[str, Any] | None = None
 
 
 class _ReadOnce:
@@ -156,6 +159,8 @@ class _Run:
             where = f"{rule.where()} on {rnn.describe()}"
             if rule.refuse:
                 raise MappingError(f"{where}: refused: {rule.refuse}")
+            if rnn.unsupported and not rule.drop:
+                raise MappingError(f"{where}: not converted: {rnn.unsupported}")
             if rule.approximate:
                 self.approximations.append(
                     Approximation(rule.where(), rnn.scope or "(root)", rule.approximate)
@@ -200,7 +205,8 @@ class _Run:
             except ExprError as e:
                 raise MappingError(f"{where}, {role} of layer {cell.layer} {cell.direction}: {e}.") from None
             _check_shape(rule, rnn, cell, role, node, where)
-            self.targets.append(_Target(name, node, expr.text, rule, anchor))
+            made_for = {"kind": target_rnn.kind, "reset_after": target_rnn.reset_after}
+            self.targets.append(_Target(name, node, expr.text, rule, anchor, settings=made_for))
 
     def _matches(self, rule: MatchRule) -> None:
         literals = _literal_names(rule)
@@ -358,6 +364,7 @@ class _Run:
                 t.kind,
                 t.slot_of,
                 _pieces(t.node),
+                t.settings,
             )
             for t in ordered
         ]

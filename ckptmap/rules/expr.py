@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 
 from .. import dtypes
-from ..cells.layouts import GateLayout, layout
+from ..cells.layouts import LAYOUTS, GateLayout, layout
 from ..entry import TensorEntry, rows_per_block
 from . import ops
 from .ops import Op, OpError
 
-_FRAMEWORKS = ("tf1", "torch", "keras")
+_FRAMEWORKS = frozenset(row.framework for row in LAYOUTS)  # `tf1.lstm` names a layout
 
 
 class ExprError(Exception):

@@ -46,6 +46,8 @@ BACKENDS: dict[str, Backend] = {
     "tf1": Backend("tf1", "ckptmap.verification.tf1_model", "pip install 'ckptmap[tf]'"),
     "torch": Backend("torch", "ckptmap.verification.torch_model", "pip install 'ckptmap[torch]'"),
     "keras": Backend("keras", "ckptmap.verification.keras_model", "pip install 'ckptmap[keras,tf]'"),
+    "onnx": Backend("onnx", "ckptmap.verification.onnx_model", "pip install 'ckptmap[onnx]'"),
+    "flax": Backend("flax", "ckptmap.verification.flax_model", "pip install 'ckptmap[flax]'"),
 }
 
 

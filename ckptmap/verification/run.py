@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import MappingError
+from ..errors import MappingError, UnsupportedError
 from ..formats import registry
 from ..pipeline import apply, as_written, resolve_mappings
 from ..recognition import Recognized, recognize
@@ -64,10 +64,13 @@ def verify(
     src_fw, dst_fw = registry.framework_of(source.format), registry.framework_of(target.format)
     mappings = _choose(mapping, params, src_fw, dst_fw)
     mapped, plan = apply(source, mappings, rename)
-    plan = as_written(mapped, plan, registry.spec(target.format))
+    written = registry.spec(target.format)
+    # A format written into a model names what it wrote by that model, which DST now is.
+    plan = as_written(mapped, plan, written, {"template": Path(dst)} if written.template else None)
     options = _cell_options(mappings)
     candidates = recognize(target)
-    pairs, paired = [], set()
+    pairs: list[PairResult] = []
+    paired: set[str] = set()  # tensors of the destination's RNNs that a source RNN paired with
     for found in recognize(source):
         match = _counterpart(found, candidates, plan)
         if match is None:
@@ -81,9 +84,9 @@ def verify(
                 )
             )
             continue
-        paired.add(id(match))
+        paired.update(match.original.values())  # a stack of Keras layers pairs with each of them
         pairs.append(_compare_pair(found, match, plan, options, tolerance, cases))
-    unpaired = [c.rnn for c in candidates if id(c) not in paired]
+    unpaired = [c.rnn for c in candidates if paired.isdisjoint(c.original.values())]
     return VerifyReport(Path(src), Path(dst), plan.mappings, plan.params, pairs, unpaired, strict)
 
 
@@ -107,6 +110,11 @@ def verify_into(
         ckpt = source
         if mappings or rename or source.format not in be.formats:
             fmt = registry.spec(be.write_as)
+            if fmt.template:
+                raise UnsupportedError(
+                    f"verify --into {framework}: {fmt.label}s are written into an existing model; write "
+                    f"one with convert --into {fmt.example}, then verify {src} against it."
+                )
             path = Path(tmp) / fmt.example
             fmt.load().write(mapped, path)
             ckpt = registry.read(path)

@@ -175,10 +175,15 @@ def case(id_: str, text: str, message: str):
         ),
         case(
             "to-unknown",
-            J + "{src: flat/lstm.pt, dst: x.pt, to: onnx}\n",
+            J + "{src: flat/lstm.pt, dst: x.pt, to: caffe}\n",
             r":2: 'to' is one of tf2, tf, torch",
         ),
         case("dst-type", J + "{src: flat/lstm.pt, dst: 5}\n", r":2: 'dst' must be a path"),
+        case(
+            "to-a-format-written-into-a-model",
+            J + "{src: flat/lstm.pt, dst: x.onnx}\n",
+            r":2: onnx output is written into an existing model \(convert --into\); a batch job cannot",
+        ),
         case(
             "no-format", J + "{src: flat/lstm.pt, dst: out/noext}\n", r":2: .*cannot tell the output format"
         ),

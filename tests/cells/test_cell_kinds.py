@@ -104,3 +104,35 @@ def test_a_when_fact_the_kind_does_not_have_is_refused_naming_the_facts_it_has()
     text = "name: t\nrules:\n  - cell: tf1.lstm\n    when: {reset_after: true}\n    refuse: not a GRU\n"
     with pytest.raises(RuleError, match=r"'when' takes .*peepholes.*not 'reset_after'"):
         schema.parse(text, "t.yaml")
+
+
+IN_ONNX = [k for k in KINDS if k.counterpart("onnx")]
+IN_FLAX = [k for k in KINDS if k.counterpart("flax")]
+
+
+@pytest.mark.parametrize("kind", IN_ONNX, ids=[k.name for k in IN_ONNX])
+def test_onnx_classes_are_operators_whose_weights_have_the_gates(kind):
+    import onnx
+
+    schema_ = onnx.defs.get_schema(kind.of("onnx").builds, 14)
+    w = next(i for i in schema_.inputs if i.name == "W")
+    assert f"{kind.gates}*hidden_size" in w.description.replace(" ", "") or kind.gates == 1
+    assert len([o for o in schema_.outputs if o.name.startswith("Y_")]) == len(kind.state)  # Y_h (, Y_c)
+
+
+@pytest.mark.parametrize("kind", IN_FLAX, ids=[k.name for k in IN_FLAX])
+def test_flax_classes_are_the_recognized_cells_and_carry_the_state_parts(kind):
+    import jax
+    from flax import linen, nnx
+
+    from ckptmap.cells import flax_cells
+
+    for class_name in kind.of("flax").classes:
+        assert flax_cells.cell_class(class_name).kind == kind.name  # the family knows it
+        if class_name.startswith("nnx."):
+            cell = getattr(nnx, class_name.removeprefix("nnx."))(3, 5, rngs=nnx.Rngs(0))
+            carry = cell.initialize_carry((1, 3), nnx.Rngs(0))
+        else:
+            carry = getattr(linen, class_name)(5).initialize_carry(jax.random.PRNGKey(0), (1, 3))
+        assert len(carry) == len(kind.state) if isinstance(carry, tuple) else len(kind.state) == 1
+    assert {c.name for c in flax_cells.CELLS if c.kind == kind.name} <= set(kind.of("flax").classes)

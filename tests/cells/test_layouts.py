@@ -64,6 +64,34 @@ def _torch_step(kind: str, bias: np.ndarray) -> float:
         return float(h)
 
 
+def _onnx_step(kind: str, bias: np.ndarray) -> float:
+    """One step of a one-unit ONNX node run by onnxruntime: `bias` as Wb, zeros as Rb and weights."""
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    op, gates = {"lstm": ("LSTM", 4), "gru": ("GRU", 3)}[kind]
+    weights = {
+        "W": np.zeros((1, gates, 1), np.float32),
+        "R": np.zeros((1, gates, 1), np.float32),
+        "B": np.concatenate([bias, np.zeros(gates, np.float32)])[None],
+        "h0": np.full((1, 1, 1), 0.0 if kind == "lstm" else C0, np.float32),
+        "c0": np.full((1, 1, 1), C0, np.float32),
+    }
+    inputs = ["x", "W", "R", "B", "", "h0"] + (["c0"] if kind == "lstm" else [])
+    probe = "c" if kind == "lstm" else "h"
+    node = helper.make_node(op, inputs, ["y", "h", "c"][: 3 if kind == "lstm" else 2], hidden_size=1)
+    graph = helper.make_graph(
+        [node],
+        "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 1])],
+        [helper.make_tensor_value_info(probe, TensorProto.FLOAT, [1, 1, 1])],
+        [numpy_helper.from_array(v, k) for k, v in weights.items() if k in inputs],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return float(session.run([probe], {"x": np.zeros((1, 1, 1), np.float32)})[0].ravel()[0])
+
+
 def _identify(step, kind: str, n_blocks: int) -> list[str]:
     fingerprint = LSTM_FINGERPRINT if n_blocks == 4 else GRU_FINGERPRINT
     base, probe = (HIGH, LOW) if n_blocks == 4 else (LOW, HIGH)
@@ -86,8 +114,10 @@ def _identify(step, kind: str, n_blocks: int) -> list[str]:
         ("tf1.gru", _tf1_step, "gru", 3),  # [gates/bias | candidate/bias]
         ("torch.lstm", _torch_step, "lstm", 4),
         ("torch.gru", _torch_step, "gru", 3),
+        ("onnx.lstm", _onnx_step, "lstm", 4),
+        ("onnx.gru", _onnx_step, "gru", 3),
     ],
-    ids=["tf1-lstm", "tf1-basic-lstm", "tf1-gru", "torch-lstm", "torch-gru"],
+    ids=["tf1-lstm", "tf1-basic-lstm", "tf1-gru", "torch-lstm", "torch-gru", "onnx-lstm", "onnx-gru"],
 )
 def test_layout_matches_the_framework(key, step, kind, blocks):
     assert tuple(_identify(step, kind, blocks)) == layout(key).gates

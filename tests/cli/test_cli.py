@@ -112,7 +112,7 @@ def test_set_and_rename_and_to(capsys, tmp_path):
         (["--set", "forget=1"], "--set forget: not a parameter of tf1-to-torch"),
         (["--set", "forget_bias=lots"], "Parameter 'forget_bias' of tf1-to-torch takes a value like 1.0"),
         (["--rename", "(=x"], "--rename '(=x': bad regex"),
-        (["--to", "onnx"], "Unknown format 'onnx'"),
+        (["--to", "caffe"], "Unknown format 'caffe'"),
     ],
     ids=["set-no-value", "set-unknown", "set-bad-type", "rename-bad-regex", "to-unknown"],
 )

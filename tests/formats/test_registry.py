@@ -13,10 +13,11 @@ from ckptmap.errors import UnsupportedError
 from ckptmap.formats import registry
 from ckptmap.tree import Checkpoint, TensorEntry
 from ckptmap.verification.backends import BACKENDS
+from tests.onnxfiles import writer_options
 
 FORMATS = {f.name: f for f in registry.FORMATS}
 WRITABLE = [f.name for f in registry.FORMATS if f.writable]
-LIBRARIES = {"tensorflow", "torch", "safetensors", "keras"}
+LIBRARIES = {"tensorflow", "torch", "safetensors", "keras", "onnx", "flax"}
 
 
 @pytest.mark.parametrize("name", FORMATS)
@@ -60,7 +61,8 @@ def test_a_checkpoint_written_under_the_example_name_reads_back_as_its_format(
         [TensorEntry("dense/kernel", (2, 3), "float32", "dense/kernel", lambda: kernel)], format="test"
     )
     path = tmp_path / FORMATS[name].example
-    FORMATS[name].load().write(ckpt, path)
+    options = writer_options(FORMATS[name], tmp_path, {"dense/kernel": ((2, 3), "float32")})
+    FORMATS[name].load().write(ckpt, path, **options)
     assert registry.detect(path).name == name
     if FORMATS[name].suffixes:  # the name alone picks it as the output format
         assert registry.output_format(path, None).name == name

@@ -88,3 +88,46 @@ def test_a_crafted_saved_model_is_one_line_and_exit_2(saved, tmp_path, capsys, d
         expected = "damaged Keras metadata"
     code, out, err = run(capsys, "inspect", copy)
     assert code == 2 and not out and expected in err and len(err.splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def saved_settings(tmp_path_factory) -> Path:
+    """A SavedModel whose metadata says what the weights cannot: a GRU without biases and
+    reset_after=False inside a Bidirectional, and a SimpleRNN with ReLU."""
+    import tf_keras
+
+    gru = tf_keras.layers.GRU(4, use_bias=False, reset_after=False, return_sequences=True)
+    model = tf_keras.Sequential(
+        [tf_keras.Input((None, 3)), tf_keras.layers.Bidirectional(gru, name="bi"),
+         tf_keras.layers.SimpleRNN(2, activation="relu", name="relu_rnn")]
+    )  # fmt: skip
+    path = tmp_path_factory.mktemp("sm") / "settings"
+    model.save(str(path))
+    return path
+
+
+def test_settings_only_the_metadata_holds_are_read(saved_settings, tmp_path, capsys):
+    gru, relu = ckptmap.load(saved_settings).rnns
+    # Without biases the weights cannot tell; Keras' default (True) would be the guess.
+    assert (gru.scope, gru.bidirectional, gru.bias, gru.reset_after, gru.unsupported) == (
+        "bi", True, False, False, "",
+    )  # fmt: skip
+    assert relu.unsupported == "layer relu_rnn uses activation relu, not tanh"
+    code, out, _ = run(capsys, "inspect", saved_settings)
+    assert "reset_after=False" in out and "not convertible: layer relu_rnn uses activation relu" in out
+    code, _, err = run(capsys, "convert", saved_settings, tmp_path / "m.pt", "-m", "keras-to-torch")
+    assert code == 2 and "activation relu, not tanh" in err and not (tmp_path / "m.pt").exists()
+
+
+def test_a_gru_without_biases_converts_by_the_reset_after_its_metadata_gives(tmp_path, capsys):
+    import tf_keras
+
+    model = tf_keras.Sequential(
+        [tf_keras.Input((None, 3)), tf_keras.layers.GRU(4, use_bias=False, reset_after=False, name="g")]
+    )
+    model.save(str(tmp_path / "sm"))
+    # reset_after=False is TF1's GRUCell exactly (with reset_after=True it would be approximate).
+    code, out, err = run(
+        capsys, "convert", tmp_path / "sm", tmp_path / "tf1/model.ckpt", "-m", "keras-to-tf1", "--verify"
+    )
+    assert code == 0 and "approximate" not in out and "EQUAL" in out, out + err

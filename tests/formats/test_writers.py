@@ -13,6 +13,7 @@ import pytest
 from ckptmap.errors import WriteError
 from ckptmap.formats import registry
 from ckptmap.tree import Checkpoint, TensorEntry
+from tests.onnxfiles import writer_options
 
 # format -> a destination name it writes: every writer, from the table of formats.
 DESTINATIONS = {f.name: f.example for f in registry.FORMATS if f.writable}
@@ -31,8 +32,20 @@ def _failing(exc: BaseException) -> Checkpoint:
     return _checkpoint(fail)
 
 
+@pytest.fixture(autouse=True)
+def _templates(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Templates for the formats written into an existing file, outside the folders under test."""
+    global _TEMPLATES
+    folder = tmp_path_factory.mktemp("templates")
+    names = {"dense/kernel": ((3,), "float32"), "dense/bias": ((3,), "float32")}
+    _TEMPLATES = {f.name: writer_options(f, folder, names) for f in registry.FORMATS if f.writable}
+
+
+_TEMPLATES: dict[str, dict] = {}
+
+
 def _write(fmt: str, ckpt: Checkpoint, path: Path) -> None:
-    registry.spec(fmt).load().write(ckpt, path)
+    registry.spec(fmt).load().write(ckpt, path, **_TEMPLATES[fmt])
 
 
 def _raises(fmt: str, exc: BaseException) -> pytest.RaisesContext:
