@@ -125,7 +125,7 @@ def _layer(
     has_bias, reset_after = bool(with_bias), (with_bias or measured)[0][4]
     # What a SavedModel's metadata says of the layer (formats/saved_model.py); nothing elsewhere.
     settings = next((s for _, m in sides.values() for n in m.values() if (s := entries[n].settings)), {})
-    if kind == "gru" and not has_bias and isinstance(settings.get("reset_after"), bool):
+    if kind == "gru" and not has_bias and isinstance(settings.get("reset_after"), bool):  # else: the default
         reset_after = settings["reset_after"]  # the weights cannot tell
     cudnn = any(m[5] for m in measured)
     refs = tuple(
@@ -149,14 +149,25 @@ def _layer(
     )
 
 
+# The values of a recurrent layer's config that compute what the other frameworks' cells do
+# (keras/src/layers/rnn/*.py defaults); a SavedModel's metadata may say otherwise.
+_CONVERTIBLE: dict[str, tuple[object, ...]] = {
+    "activation": ("tanh",),
+    "recurrent_activation": ("sigmoid",),  # LSTM and GRU only
+    "go_backwards": (False,),
+    "reset_after": (True, False),  # GRU only; the mappings tell the two apart
+}
+
+
 def _unsupported(settings: Mapping[str, object], kind: str, scope: str) -> str:
     """Why a layer whose config the file gives computes what other frameworks' cells do not."""
-    if settings.get("activation", "tanh") != "tanh":
-        return f"layer {scope} uses activation {settings['activation']}, not tanh"
-    if kind != "rnn" and settings.get("recurrent_activation", "sigmoid") != "sigmoid":
-        return f"layer {scope} uses recurrent_activation {settings['recurrent_activation']}, not sigmoid"
-    if settings.get("go_backwards") is True:
-        return f"layer {scope} runs backward in time (go_backwards=True)"
+    for key, allowed in _CONVERTIBLE.items():
+        if key not in settings or (key == "recurrent_activation" and kind == "rnn"):
+            continue
+        value = settings[key]
+        if not any(value == a and type(value) is type(a) for a in allowed):
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            return f"layer {scope} has {key}={shown}, not {' or '.join(map(repr, allowed))}"
     return ""
 
 

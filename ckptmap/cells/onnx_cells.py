@@ -18,13 +18,15 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ..cell_kinds import gate_count, kind_of_class
+from ..cell_kinds import default_class, gate_count, kind_of_class
 from ..entry import TensorEntry
 from ..errors import MappingError
+from ..formats.onnx_names import DIRECTIONS as NODE_DIRECTIONS
+from ..formats.onnx_names import ROLE_INPUTS
 from .model import RNN, CellRef, require_layer_stacking
 
-DIRECTIONS = ("forward", "reverse")
-_ROLES = {"lstm": ("W", "R", "B", "P"), "gru": ("W", "R", "B"), "rnn": ("W", "R", "B")}
+DIRECTIONS = NODE_DIRECTIONS["bidirectional"]  # forward, reverse: the reader's names of the halves
+_ROLES = {kind: tuple(ROLE_INPUTS[default_class("onnx", kind)]) for kind in ("lstm", "gru", "rnn")}
 # The activations each op uses when the node names none (onnx/defs/rnn/defs.cc, "Default").
 _DEFAULT_ACTIVATIONS = {"LSTM": ("Sigmoid", "Tanh", "Tanh"), "GRU": ("Sigmoid", "Tanh"), "RNN": ("Tanh",)}
 _NODE_SUFFIX = re.compile(r"(?:LSTM|GRU|RNN)(?:_\d+)?")
@@ -38,7 +40,7 @@ def find(entries: Mapping[str, TensorEntry], *, partial: bool = False) -> list[R
         if not settings or "op" not in settings or not name.startswith(settings["scope"] + "/"):
             continue
         direction, _, role = name[len(settings["scope"]) + 1 :].partition("/")
-        if direction in DIRECTIONS and role in ("W", "R", "B", "P"):
+        if direction in DIRECTIONS and role in ROLE_INPUTS[settings["op"]]:
             members = nodes.setdefault(settings["scope"], (settings, {}))[1]
             members.setdefault(direction, {})[role] = name
     measured = {
@@ -86,7 +88,7 @@ _Measured = tuple[
 def _measure(
     settings: Mapping[str, Any], members: dict[str, dict[str, str]], entries: Mapping[str, TensorEntry]
 ) -> _Measured | None:
-    directions = DIRECTIONS if settings["direction"] == "bidirectional" else (settings["direction"],)
+    directions = NODE_DIRECTIONS[settings["direction"]]
     kind = kind_of_class("onnx", settings["op"])
     if kind is None or set(members) != set(directions):
         return None
@@ -104,7 +106,8 @@ def _measure(
 
 def _chains(measured: Mapping[str, _Measured]) -> list[list[str]]:
     """Node scopes grouped into stacks, in file order: a node joins the node whose Y it reads when
-    both are the same op, direction, size and bias, and it reads all of that node's Y."""
+    both are the same op, direction, size and bias, of the same module (`enc/LSTM`, `enc/LSTM_1`;
+    an encoder feeding a decoder stays two RNNs), and it reads all of that node's Y."""
     by_y = {m[0]["y"]: scope for scope, m in measured.items() if m[0]["y"]}
     next_of: dict[str, str] = {}
     for scope, (settings, _, _, inputs, units) in measured.items():
@@ -117,7 +120,12 @@ def _chains(measured: Mapping[str, _Measured]) -> list[list[str]]:
         same = (prev[0]["op"], prev[0]["direction"], prev[4], _has(prev, "B"), _has(prev, "P")) == (
             settings["op"], settings["direction"], units, _has(this, "B"), _has(this, "P"),
         )  # fmt: skip
-        if same and inputs == directions * units and settings["direction"] != "reverse":
+        if (
+            same
+            and _module(before) == _module(scope)
+            and inputs == directions * units
+            and settings["direction"] != "reverse"
+        ):
             next_of[before] = scope
     following = set(next_of.values())
     chains = []
@@ -131,6 +139,13 @@ def _chains(measured: Mapping[str, _Measured]) -> list[list[str]]:
     return chains
 
 
+def _module(scope: str) -> str:
+    """The module path of a node named as torch.onnx names them (`enc` of `enc/LSTM_1`), else the
+    node's own path."""
+    head, _, last = scope.rpartition("/")
+    return head if _NODE_SUFFIX.fullmatch(last) else scope
+
+
 def _has(m: _Measured, role: str) -> bool:
     return all(role in members for members in m[1].values())
 
@@ -141,8 +156,7 @@ def _rnn(chain: list[str], measured: Mapping[str, _Measured], entries: Mapping[s
     for layer, scope in enumerate(chain):
         for direction, roles_ in measured[scope][1].items():
             refs.append(CellRef(layer, direction == "reverse", scope, dict(roles_), measured[scope][3]))
-    head, _, last = chain[0].rpartition("/")
-    module = head if _NODE_SUFFIX.fullmatch(last) else chain[0]
+    module = _module(chain[0])
     first = next(iter(members.values()))
     return RNN(
         framework="onnx",
@@ -158,11 +172,11 @@ def _rnn(chain: list[str], measured: Mapping[str, _Measured], entries: Mapping[s
         dtype=entries[first["W"]].dtype,
         reset_after=bool(settings["linear_before_reset"]) if kind == "gru" else None,
         cells=tuple(refs),
-        unsupported="; ".join(filter(None, (_unsupported(measured[s][0]) for s in chain))),
+        unsupported="; ".join(filter(None, (_unsupported(measured[s][0], units) for s in chain))),
     )
 
 
-def _unsupported(settings: Mapping[str, Any]) -> str:
+def _unsupported(settings: Mapping[str, Any], units: int) -> str:
     """Why a node computes what no other framework's cell does, or ""."""
     op, node = settings["op"], settings["node"] or settings["scope"]
     default = _DEFAULT_ACTIVATIONS[op]
@@ -179,4 +193,6 @@ def _unsupported(settings: Mapping[str, Any]) -> str:
         return f"node {node} couples its input and forget gates (input_forget=1)"
     if settings["direction"] == "reverse":
         return f"node {node} runs backward only (direction=reverse)"
+    if settings["hidden_size"] not in (None, units):
+        return f"node {node} says hidden_size {settings['hidden_size']}, its weights have {units} units"
     return ""

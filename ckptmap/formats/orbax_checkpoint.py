@@ -14,6 +14,7 @@ Needs tensorstore (`pip install 'ckptmap[flax]'`); writing is not offered.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -29,6 +30,11 @@ FORMAT = "orbax"
 METADATA = "_METADATA"
 _MAX_METADATA = 64 << 20  # JSON of the tree: a key tuple and a shape per leaf
 _ARRAY_TYPES = {"jax.Array", "np.ndarray"}
+_MAX_FILES = 1_000_000
+# An array may claim more bytes than the files hold (compressed, or chunks of zeros not stored), but
+# not without bound: a 16 KB directory claiming 149 GB is a crafted one.
+_MAX_RATIO = 1000
+_ALWAYS_PLAUSIBLE = 1 << 30
 _SAFE_PARAM = re.compile(r"[^/\\\x00]+")  # a zarr array's name; with use_ocdbt off, a directory's
 
 
@@ -41,7 +47,10 @@ def read(path: str | os.PathLike[str]) -> Checkpoint:
     """The arrays of the orbax checkpoint in directory `path`, each read when asked."""
     path = Path(path)
     meta = _metadata(path)
+    held = _held_bytes(path)
     ts = _tensorstore()
+    # Chunks orbax always stores (`store_array_data_equal_to_fill_value`) must be there to be read.
+    strict = bool(meta.get("store_array_data_equal_to_fill_value"))
     notes: list[str] = []
     entries = []
     skipped = []
@@ -54,23 +63,46 @@ def read(path: str | os.PathLike[str]) -> Checkpoint:
         param = ".".join(keys)
         if not _SAFE_PARAM.fullmatch(param) or param in (".", "..") or param.startswith("."):
             raise FormatError(f"{path}: array name '{param}' is not one orbax writes; refusing it.")
-        spec = _spec(path, param, meta)
+        spec = {**_spec(path, param, meta), **({"fill_missing_data_reads": False} if strict else {})}
         try:
             store = ts.open(spec, read=True).result()
         except Exception as e:  # tensorstore's own refusal of the array's metadata
-            raise FormatError(f"{path}: array '{param}' cannot be opened ({e}).") from None
+            why = " ".join(str(e).split())
+            raise FormatError(f"{path}: array '{param}' cannot be opened ({why[:300]}).") from None
         dt = dtypes.from_numpy(store.dtype.numpy_dtype)
+        nbytes = math.prod(store.shape) * dt.itemsize
+        if nbytes > max(_ALWAYS_PLAUSIBLE, _MAX_RATIO * held):
+            raise FormatError(
+                f"{path}: array '{param}' claims {nbytes} bytes, which the {held} bytes of the checkpoint "
+                "cannot hold; refusing it."
+            )
         entries.append(TensorEntry(name, tuple(store.shape), dt.name, param, _loader(store)))
     if skipped:
         notes.append(f"{len(skipped)} values that are not arrays are not read ({', '.join(skipped[:3])}).")
     return Checkpoint(entries, format=FORMAT, path=path, files=[path], notes=notes)
 
 
+def _held_bytes(path: Path) -> int:
+    """The bytes of the checkpoint's files; a symbolic link anywhere in it is refused (tensorstore
+    would follow it out of the directory), and so is a tree of more files than orbax writes."""
+    total = count = 0
+    for folder, dirs, names in os.walk(path):
+        for name in (*dirs, *names):
+            count += 1
+            item = Path(folder) / name
+            if item.is_symlink():
+                raise FormatError(f"{path}: {item} is a symbolic link; refusing to follow it.")
+            if count > _MAX_FILES:
+                raise FormatError(f"{path}: more than {_MAX_FILES} files; not an orbax checkpoint.")
+        total += sum((Path(folder) / n).lstat().st_size for n in names)
+    return total
+
+
 def _metadata(path: Path) -> dict[str, Any]:
     raw = read_small(path / METADATA, _MAX_METADATA, "orbax tree metadata")
     try:
         meta = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise FormatError(f"{path / METADATA}: not JSON ({e}).") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("tree_metadata"), dict):
         raise FormatError(f"{path / METADATA}: no tree_metadata; not an orbax PyTree checkpoint.")

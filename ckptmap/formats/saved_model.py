@@ -111,7 +111,7 @@ def _layers(path: Path) -> dict[str, tuple[str, dict[str, Any] | None]]:
                 name = layer.get("name")
                 if isinstance(name, str) and name and "/" not in name:
                     found[edge] = (name, _settings(layer))
-    except (WireError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
+    except (WireError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, RecursionError) as e:
         raise FormatError(f"{meta}: damaged Keras metadata ({e}).") from None
     return found
 
@@ -123,5 +123,5 @@ def _settings(layer: dict[str, Any]) -> dict[str, Any] | None:
         config = (config.get("layer") or {}).get("config")
     if not isinstance(config, dict) or "units" not in config:
         return None
-    settings = {key: config[key] for key in _RNN_SETTINGS if isinstance(config.get(key), (str, bool))}
+    settings = {key: config[key] for key in _RNN_SETTINGS if key in config}
     return {"keras_class": str(layer.get("class_name")), **settings}

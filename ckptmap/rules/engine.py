@@ -196,7 +196,10 @@ class _Run:
         }
         env.update({role: self.reads.node(entry) for role, entry in sources.items()})
         for role, shape in family(rnn.framework).implicit(rnn).items():
-            env[role] = OpNode(Zeros(shape, rnn.dtype), [])
+            try:  # a crafted file's sizes can make these too large, which Zeros refuses
+                env[role] = OpNode(Zeros(shape, rnn.dtype), [])
+            except ExprError as e:
+                raise MappingError(f"{where}, {role} of layer {cell.layer} {cell.direction}: {e}.") from None
         naming = family(rule.target.framework)
         for role, expr in rule.make.items():
             try:

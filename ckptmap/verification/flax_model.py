@@ -9,6 +9,7 @@ ckptmap's readers. A Bidirectional's backward half runs as
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -59,7 +60,9 @@ def _restore(flax: Any, ckpt: Checkpoint) -> Any:
     if ckpt.format == "orbax":
         import orbax.checkpoint as ocp
 
-        return ocp.PyTreeCheckpointer().restore(ckpt.path.resolve())
+        with warnings.catch_warnings():  # "Sharding info not provided": one CPU, nothing to shard
+            warnings.simplefilter("ignore")
+            return ocp.PyTreeCheckpointer().restore(ckpt.path.resolve())
     return flax.serialization.msgpack_restore(ckpt.path.read_bytes())
 
 

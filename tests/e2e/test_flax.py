@@ -4,6 +4,7 @@ True)) and Keras (load_weights), outputs compared with the original model's."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -153,11 +154,18 @@ def test_verify_catches_swapped_gates(tmp_path, capsys):
     params["if"], params["ig"] = params["ig"], params["if"]  # a slicing script's classic mistake
     (tmp_path / "good.msgpack").write_bytes(serialization.to_bytes(_linen("lstm")[1]))
     (tmp_path / "bad.msgpack").write_bytes(serialization.to_bytes(variables))
-    run(capsys, "convert", tmp_path / "good.msgpack", tmp_path / "m.pt", "-m", "flax-to-torch")
+    code, _, err = run(capsys, "convert", tmp_path / "good.msgpack", tmp_path / "m.pt", "-m", "flax-to-torch")
+    assert code == 0, err
     code, out, _ = run(capsys, "verify", tmp_path / "good.msgpack", tmp_path / "m.pt")
     assert code == 0 and "EQUAL" in out
     code, out, _ = run(capsys, "verify", tmp_path / "bad.msgpack", tmp_path / "m.pt", "-m", "flax-to-torch")
     assert code == 1 and "DIFFERS" in out
+
+
+_ARRAY_W = (
+    '{"tree_metadata": {"w": {"key_metadata": [{"key": "w"}], '
+    '"value_metadata": {"value_type": "jax.Array"}}}, "use_ocdbt": false}'
+)
 
 
 @pytest.mark.parametrize(
@@ -170,12 +178,23 @@ def test_verify_catches_swapped_gates(tmp_path, capsys):
             '{"value_type": "jax.Array"}}}, "use_ocdbt": false}',
             "not one orbax writes",
         ),
+        ("[" * 100_000, "not JSON"),
+        (_ARRAY_W, "claims 160000000000 bytes"),
+        (_ARRAY_W, "is a symbolic link"),
     ],
-    ids=["not-json", "no-tree", "escaping-name"],
+    ids=["not-json", "no-tree", "escaping-name", "deep-json", "huge-array", "link-outside"],
 )
 def test_crafted_orbax_metadata_fails_with_one_line(tmp_path, capsys, metadata, message):
     folder = tmp_path / "ckpt"
     folder.mkdir()
     (folder / "_METADATA").write_text(metadata)
+    if message.startswith("claims"):  # a 16 KB directory whose zarr array says 200000 x 200000
+        (folder / "w").mkdir()
+        zarray = {"zarr_format": 2, "shape": [200000, 200000], "chunks": [1000, 1000], "dtype": "<f4",
+                  "compressor": None, "fill_value": 0, "order": "C", "filters": None}  # fmt: skip
+        (folder / "w" / ".zarray").write_text(json.dumps(zarray))
+    if message.startswith("is a symbolic link"):
+        (tmp_path / "elsewhere").mkdir()
+        (folder / "w").symlink_to(tmp_path / "elsewhere")
     code, out, err = run(capsys, "inspect", folder)
     assert code == 2 and message in err and str(folder) in err and "Traceback" not in out + err

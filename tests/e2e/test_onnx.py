@@ -284,3 +284,61 @@ def test_the_real_silero_vad_model_converts_and_takes_weights_back(tmp_path, cap
     arrays = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(real)).graph.initializer}
     for init in onnx.load(str(tmp_path / "vad.onnx")).graph.initializer:  # the same numbers back
         np.testing.assert_allclose(numpy_helper.to_array(init), arrays[init.name], atol=1e-6)
+
+
+def test_a_node_gets_all_its_weights_or_none(tmp_path, capsys):
+    template = _export(torch.nn.LSTM(3, 4, bidirectional=True), torch.randn(2, 1, 3), tmp_path / "bi.onnx")
+    torch.save(torch.nn.LSTM(3, 4).state_dict(), tmp_path / "uni.pt")
+    code, _, err = run(
+        capsys, "convert", tmp_path / "uni.pt", tmp_path / "o.onnx", "-m", "torch-to-onnx", "--into", template
+    )
+    assert code == 2 and "reverse/W" in err and "would keep the template's values" in err
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_nodes_of_two_modules_named_otherwise_are_not_paired_by_guess(tmp_path, capsys):
+    class EncDec(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dec = torch.nn.LSTM(4, 4)  # declared first: the state dict lists it first
+            self.enc = torch.nn.LSTM(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.dec(self.enc(x)[0])[0]
+
+    exported = _export(EncDec(), torch.randn(3, 1, 4), tmp_path / "ed.onnx")
+    model = onnx.load(str(exported))
+    for k, node in enumerate(n for n in model.graph.node if n.op_type == "LSTM"):
+        node.name = f"LSTM_{500 + k}"
+    onnx.save(model, str(tmp_path / "renamed.onnx"))
+    torch.save(EncDec().state_dict(), tmp_path / "new.pt")
+    code, _, err = run(
+        capsys,
+        "convert",
+        tmp_path / "new.pt",
+        tmp_path / "o.onnx",
+        "-m",
+        "torch-to-onnx",
+        "--into",
+        tmp_path / "renamed.onnx",
+    )
+    assert code == 2 and "has no initializer read as" in err and not (tmp_path / "o.onnx").exists()
+
+
+def test_sizes_a_crafted_node_makes_too_large_are_refused_as_a_mapping_error(tmp_path, capsys):
+    # A GRU without B whose R claims 2**28 units and holds no data: the zeros B stands for are 6 GB.
+    units = 1 << 28
+    w, r = (
+        TensorProto(name="W", data_type=TensorProto.FLOAT),
+        TensorProto(name="R", data_type=TensorProto.FLOAT),
+    )
+    w.dims.extend([1, 3 * units, 0])
+    r.dims.extend([1, 3 * units, units])  # no data: never read, the plan is refused first
+    node = helper.make_node("GRU", ["x", "W", "R"], ["y"], name="/GRU", hidden_size=units)
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 0])], [], [w, r]
+    )
+    path = tmp_path / "big.onnx"
+    path.write_bytes(helper.make_model(graph).SerializeToString())
+    code, out, err = run(capsys, "convert", path, tmp_path / "o.pt", "-m", "onnx-to-torch")
+    assert code == 2 and "a mapping may add at most" in err and "Traceback" not in out + err

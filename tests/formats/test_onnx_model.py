@@ -128,7 +128,8 @@ def test_typed_data_fields_are_read_like_raw_data(tmp_path):
 def test_nodes_that_read_the_same_input_are_separate_rnns_and_a_chain_is_one(tmp_path):
     rng = np.random.default_rng(0)
     inits, nodes = [], []
-    for k, source in enumerate(["x", "x", "y_1"]):  # GRU_0 and GRU_1 read x; GRU_2 reads GRU_1's Y
+    names = ("/g0/GRU", "/g/GRU", "/g/GRU_1")  # the first two read x; the third reads the second's Y
+    for k, source in enumerate(["x", "x", "y_1"]):
         inputs = 3 if source == "x" else 4
         inits += [
             numpy_helper.from_array(rng.standard_normal((1, 12, inputs)).astype(np.float32), f"W{k}"),
@@ -136,7 +137,7 @@ def test_nodes_that_read_the_same_input_are_separate_rnns_and_a_chain_is_one(tmp
         ]
         squeeze = [helper.make_node("Squeeze", [f"y_{k}", "axis"], [f"s_{k}"])] if source != "x" else []
         nodes += [helper.make_node("GRU", [source if source == "x" else f"s_{k - 1}", f"W{k}", f"R{k}"],
-                                   [f"y_{k}"], name=f"/g{k}/GRU", hidden_size=4)]  # fmt: skip
+                                   [f"y_{k}"], name=names[k], hidden_size=4)]  # fmt: skip
         nodes += squeeze
     nodes.insert(2, helper.make_node("Squeeze", ["y_1", "axis"], ["s_1"]))
     inits.append(numpy_helper.from_array(np.array([1], np.int64), "axis"))
@@ -146,8 +147,8 @@ def test_nodes_that_read_the_same_input_are_separate_rnns_and_a_chain_is_one(tmp
     path = tmp_path / "three.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]), str(path))
     rnns = ckptmap.load(path).rnns
-    assert [(r.scope, r.layers) for r in rnns] == [("g0", 1), ("g1", 2)]
-    assert [c.scope for c in rnns[1].cells] == ["g1/GRU", "g2/GRU"]
+    assert [(r.scope, r.layers) for r in rnns] == [("g0", 1), ("g", 2)]
+    assert [c.scope for c in rnns[1].cells] == ["g/GRU", "g/GRU_1"]
     assert rnns[0].reset_after is False  # linear_before_reset defaults to 0
 
 
@@ -182,3 +183,80 @@ def test_a_fifo_named_onnx_is_refused_without_opening_it(tmp_path, capsys):
     os.mkfifo(fifo)
     code, _, err = run(capsys, "inspect", fifo)
     assert code == 2 and "FIFO" in err
+
+
+def _graph_file(path: Path, nodes, inits=(), inputs=("x",)) -> Path:
+    graph = helper.make_graph(
+        list(nodes),
+        "g",
+        [helper.make_tensor_value_info(i, TensorProto.FLOAT, [2, 1, 3]) for i in inputs],
+        [],
+        list(inits),
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]), str(path))
+    return path
+
+
+def test_thousands_of_rnn_nodes_are_read_in_linear_time_with_few_notes(tmp_path, capsys):
+    import time
+
+    # Unnamed nodes (each needs a made-up name) whose weights are computed (each is a note).
+    nodes = [helper.make_node("LSTM", ["x", f"w{k}", f"r{k}"], [f"y{k}"], hidden_size=2) for k in range(6000)]
+    path = _graph_file(tmp_path / "many.onnx", nodes)
+    started = time.perf_counter()
+    code, out, err = run(capsys, "inspect", path)
+    assert code == 0 and time.perf_counter() - started < 5, err
+    assert sum(line.startswith("Note:") for line in out.splitlines()) <= 8
+    assert "and 5995 more RNN nodes like those" in out
+
+
+@pytest.mark.parametrize(
+    ("attributes", "message"),
+    [
+        ({"linear_before_reset": "abc"}, "attribute linear_before_reset is 'abc'"),
+        ({"linear_before_reset": [1, 1]}, "attribute linear_before_reset is [1, 1]"),
+        ({"direction": "sideways"}, "direction 'sideways'"),
+        ({"activations": [1, 2]}, "activations [1, 2]"),
+    ],
+    ids=["str", "list", "direction", "activations"],
+)
+def test_crafted_attributes_are_one_line_naming_the_node(tmp_path, capsys, attributes, message):
+    inits = [
+        numpy_helper.from_array(np.zeros((1, 6, 3), np.float32), "W"),
+        numpy_helper.from_array(np.zeros((1, 6, 2), np.float32), "R"),
+    ]
+    node = helper.make_node("GRU", ["x", "W", "R"], ["y"], name="/g/GRU", hidden_size=2, **attributes)
+    path = _graph_file(tmp_path / "attrs.onnx", [node], inits)
+    code, out, err = run(capsys, "inspect", path)
+    assert code == 2 and f"{path}: GRU node /g/GRU: {message}" in err and "Traceback" not in out + err
+
+
+def test_initializers_of_types_ckptmap_does_not_read_are_left_out_by_name(tmp_path, capsys):
+    q = helper.make_tensor("q", TensorProto.FLOAT8E4M3FN, [2], [1.0, 2.0])
+    w = numpy_helper.from_array(np.ones(2, np.float32), "w")
+    path = _graph_file(tmp_path / "f8.onnx", [], [q, w])
+    code, out, _ = run(capsys, "inspect", path)
+    assert code == 0 and "are left out: q." in out and "w  " in out
+
+
+def test_an_encoder_feeding_a_decoder_is_two_rnns_not_one_stack(tmp_path, capsys):
+    class EncDec(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.enc = torch.nn.LSTM(3, 4)
+            self.dec = torch.nn.LSTM(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.dec(self.enc(x)[0])[0]
+
+    torch.manual_seed(0)
+    model = EncDec().eval()
+    path = tmp_path / "encdec.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(5, 2, 3),), str(path), dynamo=False)
+    assert [(r.scope, r.layers) for r in ckptmap.load(path).rnns] == [("enc", 1), ("dec", 1)]
+    code, out, err = run(capsys, "convert", path, tmp_path / "m.pt", "-m", "onnx-to-torch", "--verify")
+    assert code == 0 and out.count("EQUAL") == 2, out + err
+    state = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert "dec.weight_ih_l0" in state and "enc.weight_ih_l1" not in state

@@ -112,11 +112,11 @@ def test_settings_only_the_metadata_holds_are_read(saved_settings, tmp_path, cap
     assert (gru.scope, gru.bidirectional, gru.bias, gru.reset_after, gru.unsupported) == (
         "bi", True, False, False, "",
     )  # fmt: skip
-    assert relu.unsupported == "layer relu_rnn uses activation relu, not tanh"
+    assert relu.unsupported == "layer relu_rnn has activation='relu', not 'tanh'"
     code, out, _ = run(capsys, "inspect", saved_settings)
-    assert "reset_after=False" in out and "not convertible: layer relu_rnn uses activation relu" in out
+    assert "reset_after=False" in out and "not convertible: layer relu_rnn has activation='relu'" in out
     code, _, err = run(capsys, "convert", saved_settings, tmp_path / "m.pt", "-m", "keras-to-torch")
-    assert code == 2 and "activation relu, not tanh" in err and not (tmp_path / "m.pt").exists()
+    assert code == 2 and "activation='relu', not 'tanh'" in err and not (tmp_path / "m.pt").exists()
 
 
 def test_a_gru_without_biases_converts_by_the_reset_after_its_metadata_gives(tmp_path, capsys):
