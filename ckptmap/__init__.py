@@ -25,7 +25,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .api import ConversionReport, DiffReport, align, convert, diff, load, mapping, save, verify
+    from .api import ConversionReport, DiffReport, align, convert, diff, load, mapping, save, stats, verify
     from .cells.model import RNN
     from .rules.mapping import Mapping
     from .tree import Checkpoint, TensorEntry
@@ -34,7 +34,18 @@ __version__ = "0.1.0"
 
 _LAZY = {
     **dict.fromkeys(
-        ["ConversionReport", "DiffReport", "align", "convert", "diff", "load", "mapping", "save", "verify"],
+        [
+            "ConversionReport",
+            "DiffReport",
+            "align",
+            "convert",
+            "diff",
+            "load",
+            "mapping",
+            "save",
+            "stats",
+            "verify",
+        ],
         "api",
     ),
     "Mapping": "rules.mapping",
@@ -77,5 +88,6 @@ __all__ = [
     "load",
     "mapping",
     "save",
+    "stats",
     "verify",
 ]

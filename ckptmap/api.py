@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .cells.model import RNN
     from .rules.mapping import BuiltinInfo, Mapping
     from .rules.plan import Plan
+    from .tensor_stats import TensorStats
     from .value_diff import ValueDiff
 
 PathLike = str | os.PathLike[str]
@@ -190,6 +191,14 @@ def framework_of(format: str) -> str | None:
         return None
 
 
+def builtin_chain(source: str, target: str) -> tuple[str, ...]:
+    """The built-in mappings that take one framework to another, in order: the one between them, or
+    two through PyTorch or Keras (`onnx-to-torch`, `torch-to-tf1`); () if none do."""
+    from .rules.mapping import builtin_chain as chain
+
+    return chain(source, target)
+
+
 def builtin_mapping(source: str, target: str) -> str | None:
     """The built-in mapping from one framework to another (`tf1-to-torch`), if there is one."""
     from .rules.mapping import builtin_for
@@ -210,6 +219,22 @@ def legacy_rnns(ckpt: Checkpoint) -> list[RNN]:
     from .recognition import legacy_rnns as find
 
     return find(ckpt)
+
+
+def stats(entries: Iterable[TensorEntry], *, progress: Progress | None = None) -> list[TensorStats]:
+    """Min, max, mean, std, zeros, NaN and Inf of each tensor (`ckptmap.tensor_stats`), read block
+    by block in bounded memory; `progress(n)` gets each tensor's bytes when it is done.
+
+    >>> ckptmap.stats(ckptmap.load("lstm.pt").weights())[0].std   # doctest: +SKIP
+    """
+    from .tensor_stats import tensor_stats
+
+    out = []
+    for entry in entries:
+        out.append(tensor_stats(entry))
+        if progress is not None:
+            progress(entry.nbytes)
+    return out
 
 
 def name_filter(pattern: str, *, option: str = "pattern") -> Callable[[Checkpoint], list[TensorEntry]]:
@@ -261,11 +286,11 @@ def _refuse_other_framework(source: Checkpoint, mappings: Sequence[Mapping]) -> 
 def _suggested_mapping(source: str, target: str | None, wanted: str) -> str | None:
     """The built-in mapping from `source` to the mapping's target, or else the other way round
     (`torch-to-tf1` given a TF checkpoint: `tf1-to-torch`)."""
-    from .rules.mapping import builtin_for
+    from .rules.mapping import builtin_chain
 
     goal = target if target and target != source else wanted
-    name = builtin_for(source, goal)
-    return f"for {source} -> {goal}, use --mapping {name}." if name else None
+    chain = builtin_chain(source, goal)
+    return f"for {source} -> {goal}, use {' '.join(f'--mapping {n}' for n in chain)}." if chain else None
 
 
 def _refuse_no_rnn_converted(source: Checkpoint, mappings: Sequence[Mapping], plan: Plan) -> None:

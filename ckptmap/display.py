@@ -16,6 +16,7 @@ from . import kinds
 if TYPE_CHECKING:  # pragma: no cover
     from .api import ConversionReport, DiffReport
     from .cells.model import RNN
+    from .tensor_stats import TensorStats
     from .tree import Checkpoint, ScopeNode, TensorEntry
     from .value_diff import ValueDiff
 
@@ -195,6 +196,22 @@ def _values(values: Sequence[ValueDiff], tolerance: float) -> list[str]:
     if rows:
         lines += table([("tensor", "max abs", "max rel", "verdict"), *rows])
     return lines
+
+
+def stats(rows: Sequence[TensorStats]) -> list[str]:
+    """What `inspect --stats` adds: a line per tensor (finite values only in min, max, mean, std)."""
+
+    def value(x: float | None) -> str:
+        return "-" if x is None else f"{x:.4g}"
+
+    body = [
+        (s.name, value(s.minimum), value(s.maximum), value(s.mean), value(s.std),
+         f"{100 * s.zero_fraction:.1f}%", str(s.nans), str(s.infs))
+        for s in rows
+    ]  # fmt: skip
+    flagged = sum(1 for s in rows if s.nans or s.infs)
+    head = f"Statistics of {len(rows)} tensors" + (f"; {flagged} hold NaN or Inf" if flagged else "")
+    return [head, *table([("tensor", "min", "max", "mean", "std", "zeros", "NaN", "Inf"), *body])]
 
 
 # Reasons common enough that naming the tensors would only be noise.

@@ -9,6 +9,7 @@ when their processes already fill the cores).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
 import functools
@@ -18,7 +19,10 @@ import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
 
+T = TypeVar("T")
+R = TypeVar("R")
 _MIN_PART = 8 << 20  # bytes; below this, handing work to a thread costs more than it saves
 _pool: ThreadPoolExecutor | None = None
 _PREFIX = "ckptmap-worker"
@@ -60,6 +64,26 @@ def each(parts: Sequence[tuple[int, int]], work: Callable[[int, int], None]) -> 
     finally:
         for future in futures:
             future.result()  # re-raises a worker's exception here
+
+
+def map_ahead(work: Callable[[T], R], items: Iterator[T]) -> Iterator[R]:
+    """`work(item)` for each item, in order, up to one per worker running at once: items (blocks
+    of a tensor) are taken from the iterator only as results are handed back, so at most that
+    many are held."""
+    if workers() == 1 or _on_pool_thread():
+        yield from map(work, items)
+        return
+    pending: collections.deque[Future[R]] = collections.deque()
+    try:
+        for item in items:
+            pending.append(_executor().submit(work, item))
+            if len(pending) >= workers():
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
 
 
 def _fastest_crc32() -> Callable[..., int]:

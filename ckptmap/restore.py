@@ -23,7 +23,7 @@ from . import api
 from .errors import MappingError, UsageError
 from .formats import registry
 from .pipeline import apply, resolve_mappings
-from .rules.mapping import builtin_for
+from .rules.mapping import builtin_chain
 from .rules.plan import Plan
 from .suggest import pair
 from .tree import Checkpoint
@@ -114,8 +114,8 @@ def prepare(
     checkpoint's framework to `framework` is used; none when they are the same."""
     ckpt = source if isinstance(source, Checkpoint) else api.load(source)
     if mapping is None:
-        name = builtin_for(registry.framework_of(ckpt.format), framework)
-        mapping = [name] if name and registry.framework_of(ckpt.format) != framework else []
+        own = registry.framework_of(ckpt.format)
+        mapping = list(builtin_chain(own, framework)) if own != framework else []
     mapped, plan = apply(ckpt, resolve_mappings(mapping, params or {}), rename)
     return ckpt, mapped, plan
 

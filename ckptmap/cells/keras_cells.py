@@ -124,7 +124,15 @@ def _layer(
     with_bias = [m for m in measured if m[3]]
     has_bias, reset_after = bool(with_bias), (with_bias or measured)[0][4]
     # What a SavedModel's metadata says of the layer (formats/saved_model.py); nothing elsewhere.
-    settings = next((s for _, m in sides.values() for n in m.values() if (s := entries[n].settings)), {})
+    settings = next(
+        (
+            s
+            for _, m in sides.values()
+            for n in m.values()
+            if "keras_class" in (s := entries[n].settings or {})
+        ),
+        {},
+    )
     if kind == "gru" and not has_bias and isinstance(settings.get("reset_after"), bool):  # else: the default
         reset_after = settings["reset_after"]  # the weights cannot tell
     cudnn = any(m[5] for m in measured)

@@ -153,7 +153,8 @@ def _hint_mapping(report: api.ConversionReport) -> None:
     src_fw, dst_fw = api.framework_of(report.source_format), api.framework_of(report.destination_format)
     if src_fw is None or dst_fw is None:
         return
-    name = api.builtin_mapping(src_fw, dst_fw) if src_fw != dst_fw else None
-    if name:
-        hint = f"no --mapping was given, so names are unchanged; for {dst_fw} names use --mapping {name}."
+    chain = api.builtin_chain(src_fw, dst_fw) if src_fw != dst_fw else ()
+    if chain:
+        use = " ".join(f"--mapping {name}" for name in chain)
+        hint = f"no --mapping was given, so names are unchanged; for {dst_fw} names use {use}."
         print(f"Hint: {hint}", file=sys.stderr)

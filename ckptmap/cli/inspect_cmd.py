@@ -10,6 +10,7 @@ import typer
 
 from .. import api, display
 from ..errors import CkptmapError
+from .progress import ProgressBar
 
 if TYPE_CHECKING:  # pragma: no cover
     from collections.abc import Callable
@@ -34,8 +35,17 @@ def inspect(
             "--all", help="Also show optimizer slots and bookkeeping in the tree (--json always lists them)."
         ),
     ] = False,
+    stats: Annotated[
+        bool,
+        typer.Option(
+            "--stats",
+            help="Also read every tensor shown and give min, max, mean, std, zeros, NaN and Inf "
+            "(block by block, in bounded memory).",
+        ),
+    ] = False,
 ) -> None:
-    """Show what checkpoints hold and which RNNs are in them. Reads only the index or header.
+    """Show what checkpoints hold and which RNNs are in them. Reads only the index or header
+    (with --stats, every tensor shown).
 
     Several paths are shown in turn; if one cannot be read, the others still are (exit 2).
 
@@ -49,7 +59,7 @@ def inspect(
     results, failed = [], 0
     for k, path in enumerate(paths):
         try:
-            result = _inspect(path, pick, show_all, json_output)
+            result = _inspect(path, pick, show_all, json_output, stats)
         except CkptmapError as e:
             if len(paths) == 1:
                 raise
@@ -70,20 +80,35 @@ def inspect(
         raise typer.Exit(2)
 
 
-def _inspect(path: str, pick: Filter | None, show_all: bool, json_output: bool) -> str | dict:
+def _inspect(path: str, pick: Filter | None, show_all: bool, json_output: bool, stats: bool) -> str | dict:
     """One checkpoint: its text view, or its JSON data."""
     ckpt = api.load(path)
     entries = pick(ckpt) if pick else list(ckpt.entries.values())
     names = {e.name for e in entries}
     rnns = [r for r in ckpt.rnns if names.intersection(r.tensor_names)]
     legacy = [] if pick else api.legacy_rnns(ckpt)
+    shown = entries if show_all or json_output else [e for e in entries if e.kind == "weight"]
+    numbers = _stats(shown) if stats else None
     if json_output:
-        return _json(ckpt, entries, rnns, legacy)
+        return _json(ckpt, entries, rnns, legacy, numbers)
     lines = display.checkpoint(ckpt, label=path, entries=entries, rnns=rnns, legacy=legacy, show_all=show_all)
+    if numbers is not None:
+        lines += ["", *display.stats(numbers)]
     return "\n".join(lines)
 
 
-def _json(ckpt: Checkpoint, entries: list[TensorEntry], rnns: list[RNN], legacy: list[RNN]) -> dict:
+def _stats(entries: list[TensorEntry]) -> list:
+    bar = ProgressBar("Reading")
+    try:
+        return api.stats(entries, progress=bar.update)
+    finally:
+        bar.close()
+
+
+def _json(
+    ckpt: Checkpoint, entries: list[TensorEntry], rnns: list[RNN], legacy: list[RNN], numbers: list | None
+) -> dict:
+    by_name = {s.name: s.to_dict() for s in numbers or ()}
     return {
         "format": ckpt.format,
         "path": str(ckpt.path),
@@ -95,6 +120,7 @@ def _json(ckpt: Checkpoint, entries: list[TensorEntry], rnns: list[RNN], legacy:
                 "kind": e.kind,
                 "key": e.key,
                 "bytes": e.nbytes,
+                **({"stats": by_name[e.name]} if e.name in by_name else {}),
             }
             for e in entries
         ],

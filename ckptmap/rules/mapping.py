@@ -136,6 +136,26 @@ def builtin_for(source: str, target: str) -> str | None:
     return name if name in fits else next(iter(fits), None)
 
 
+# Frameworks a conversion between two others goes through when no built-in joins them (ONNX or
+# Flax and TF1), the first that joins them taken. PyTorch first: an nn.LSTM keeps a stack one RNN,
+# where Keras splits it into layers. (An ONNX GRU with linear_before_reset=0 goes to TF1's GRUCell
+# exactly only through Keras' GRU(reset_after=False): `-m onnx-to-keras -m keras-to-tf1`.)
+HUBS = ("torch", "keras")
+
+
+def builtin_chain(source: str, target: str) -> tuple[str, ...]:
+    """The built-in mappings from one framework to another: the one that joins them, else two
+    through the first of `HUBS` both have one with (`onnx-to-torch`, `torch-to-tf1`); () if none."""
+    direct = builtin_for(source, target)
+    if direct or source == target:  # within a framework, only what is written for it (tf1-legacy-names)
+        return (direct,) if direct else ()
+    for hub in HUBS:
+        first, second = builtin_for(source, hub), builtin_for(hub, target)
+        if first and second and hub not in (source, target):
+            return (first, second)
+    return ()
+
+
 def resolve_params(spec: schema.MappingSpec, given: MappingABC[str, Any]) -> dict[str, Any]:
     """Defaults overridden by `given`; strings (from `--set`) are parsed as YAML scalars."""
     values = {name: p.default for name, p in spec.params.items()}

@@ -21,7 +21,7 @@ from ..errors import MappingError, UnsupportedError
 from ..formats import registry
 from ..pipeline import apply, as_written, resolve_mappings
 from ..recognition import Recognized, recognize
-from ..rules.mapping import Mapping, builtin_for
+from ..rules.mapping import Mapping, builtin_chain
 from ..rules.plan import Plan
 from ..suggest import pair
 from .backends import backend
@@ -148,8 +148,7 @@ def verify_into(
 
 def _choose(mapping: Any, params: MappingABC[str, Any] | None, src_fw: str, dst_fw: str) -> list[Mapping]:
     if mapping is None:
-        name = builtin_for(src_fw, dst_fw)
-        mapping = [name] if name else []
+        mapping = list(builtin_chain(src_fw, dst_fw))
     return resolve_mappings(mapping, params or {})
 
 

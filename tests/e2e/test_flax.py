@@ -198,3 +198,15 @@ def test_crafted_orbax_metadata_fails_with_one_line(tmp_path, capsys, metadata, 
         (folder / "w").symlink_to(tmp_path / "elsewhere")
     code, out, err = run(capsys, "inspect", folder)
     assert code == 2 and message in err and str(folder) in err and "Traceback" not in out + err
+
+
+def test_a_linen_lstm_goes_to_tf1_through_pytorch_and_verifies(tmp_path, capsys):
+    _, variables, _ = _linen("lstm")
+    (tmp_path / "p.msgpack").write_bytes(serialization.to_bytes(variables))
+    dst = tmp_path / "tf1" / "model.ckpt"
+    code, _, err = run(
+        capsys, "convert", tmp_path / "p.msgpack", dst, "-m", "flax-to-torch", "-m", "torch-to-tf1"
+    )
+    assert code == 0, err
+    code, out, _ = run(capsys, "verify", tmp_path / "p.msgpack", dst)  # the chain chosen by verify
+    assert code == 0 and "flax-to-torch, torch-to-tf1" in out and "EQUAL" in out

@@ -342,3 +342,36 @@ def test_sizes_a_crafted_node_makes_too_large_are_refused_as_a_mapping_error(tmp
     path.write_bytes(helper.make_model(graph).SerializeToString())
     code, out, err = run(capsys, "convert", path, tmp_path / "o.pt", "-m", "onnx-to-torch")
     assert code == 2 and "a mapping may add at most" in err and "Traceback" not in out + err
+
+
+def test_onnx_and_tf1_are_joined_through_pytorch(gru_onnx, tmp_path, capsys):
+    assert ckptmap.api.builtin_chain("onnx", "tf1") == ("onnx-to-torch", "torch-to-tf1")
+    assert ckptmap.api.builtin_chain("tf1", "onnx") == ("tf1-to-torch", "torch-to-onnx")
+    assert ckptmap.api.builtin_chain("torch", "onnx") == ("torch-to-onnx",)
+    assert ckptmap.api.builtin_chain("onnx", "onnx") == ()
+    torch.manual_seed(0)
+    lstm = _export(
+        torch.nn.LSTM(3, 5, num_layers=2, bidirectional=True), torch.randn(4, 2, 3), tmp_path / "l.onnx"
+    )
+    dst = tmp_path / "tf1" / "model.ckpt"
+    code, _, err = run(capsys, "convert", lstm, dst)  # no mapping: names unchanged, and the hint says which
+    assert "use --mapping onnx-to-torch --mapping torch-to-tf1" in err
+    code, _, err = run(
+        capsys, "convert", lstm, dst, "-m", "onnx-to-torch", "-m", "torch-to-tf1", "--overwrite"
+    )
+    assert code == 0, err
+    # verify picks the same two mappings itself, restores the TF1 side with a Saver and runs both.
+    code, out, _ = run(capsys, "verify", lstm, dst)
+    assert code == 0 and "onnx-to-torch, torch-to-tf1" in out and "EQUAL" in out
+    # A GRU (linear_before_reset=1) in TF1's GRUCell is approximate, and said so.
+    code, out, err = run(
+        capsys,
+        "convert",
+        gru_onnx,
+        tmp_path / "g" / "model.ckpt",
+        "-m",
+        "onnx-to-torch",
+        "-m",
+        "torch-to-tf1",
+    )
+    assert code == 0 and "NOT EXACT" in out, err
