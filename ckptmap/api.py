@@ -176,6 +176,17 @@ def convert(
     return report
 
 
+def write_report(report: Any, path: PathLike) -> Path:
+    """`report` (what `verify` returns for SRC and DST) as a self-contained HTML page at `path`:
+    the verdicts, the numbers, the error per time step drawn. Needs the `report` extra."""
+    from .reports import verify_page
+    from .verification.report import VerifyReport
+
+    if not isinstance(report, VerifyReport):
+        raise UsageError("An HTML report is made of a verification of SRC against DST, not of --into.")
+    return verify_page.write(report, path)
+
+
 def formats() -> tuple[registry.FormatSpec, ...]:
     """The table of formats: each one's name, framework, label, an example name, and whether (and
     how) ckptmap writes it. Reading it imports no format's code."""

@@ -89,6 +89,12 @@ def convert(
         bool, typer.Option("--strict", help="With --verify: approximate conversions fail too.")
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    report_html: Annotated[
+        str | None,
+        typer.Option(
+            "--report", help="With --verify: also write the verification as a self-contained HTML page."
+        ),
+    ] = None,
 ) -> None:
     """Convert a checkpoint, renaming scopes and reshaping tensors by a mapping.
 
@@ -104,8 +110,8 @@ def convert(
     """
     params = pairs(set_ or [], "--set", first=True)
     renames = pairs(rename or [], "--rename", first=False)
-    if (tolerance is not None or strict) and not verify:
-        raise UsageError("--tolerance and --strict go with --verify.")
+    if (tolerance is not None or strict or report_html) and not verify:
+        raise UsageError("--tolerance, --strict and --report go with --verify.")
     bar = ProgressBar("Writing") if not (dry_run or json_output) else None
     try:
         report = api.convert(
@@ -139,6 +145,8 @@ def convert(
         except CkptmapError as e:
             e.args = (f"{dst} was written, but could not be verified: {e}",)
             raise
+    if checked and report_html:
+        api.write_report(checked, report_html)
     if json_output:
         print(json.dumps({**report.to_dict(), "verify": checked.to_dict() if checked else None}, indent=2))
     elif checked:

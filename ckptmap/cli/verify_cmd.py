@@ -38,6 +38,12 @@ def verify(
         bool, typer.Option("--strict", help="Count declared approximations as failures.")
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    report_html: Annotated[
+        str | None,
+        typer.Option(
+            "--report", help="Also write a self-contained HTML page: verdicts, errors per time step."
+        ),
+    ] = None,
 ) -> None:
     """Prove a conversion with the frameworks: restore both checkpoints into fresh RNNs, run them on the
     same inputs, compare (exit 0 equal, 1 differs, 2 error). With --into, check that SRC restores.
@@ -49,6 +55,8 @@ def verify(
       ckptmap verify old/model.ckpt --into tf1
     """
     params, renames = pairs(set_ or [], "--set", first=True), pairs(rename or [], "--rename", first=False)
+    if report_html and into is not None:
+        raise UsageError("--report draws a verification of SRC against DST, not --into.")
     if (dst is None) == (into is None):
         raise UsageError("Give either DST (verify a conversion) or --into tf1|torch (verify a restore).")
     if into is not None:
@@ -58,6 +66,8 @@ def verify(
         assert dst is not None
         report = api.verify(src, dst, mapping or None, params, renames, tolerance=tolerance, strict=strict)
         print(json.dumps(report.to_dict(), indent=2) if json_output else "\n".join(render_verify(report)))
+        if report_html:
+            api.write_report(report, report_html)
     if report.exit_code:
         raise typer.Exit(report.exit_code)
 

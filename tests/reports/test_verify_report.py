@@ -1,0 +1,86 @@
+"""`verify --report` and `convert --verify --report`: a self-contained page, opened in a real
+headless Chromium with no network, showing each RNN pair's verdict and error per time step."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.browser import open_page
+from tests.clirun import run
+
+SAMPLES = Path(__file__).resolve().parents[2] / "sample_checkpoints"
+
+
+def _points(page, gid: str) -> list[tuple[float, float]]:
+    """The vertices of the curve matplotlib drew for series `gid` (SVG y grows downwards)."""
+    d = page.locator(f'g[id="{gid}"] > path').first.get_attribute("d")
+    return [(float(x), float(y)) for x, y in re.findall(r"[ML] ([-\d.]+) ([-\d.]+)", d)]
+
+
+def test_an_approximate_gru_report_opens_offline_and_shows_its_error_growing_from_zero(tmp_path, capsys):
+    report = tmp_path / "v.html"
+    code, _, err = run(
+        capsys,
+        "convert",
+        SAMPLES / "tf1_gru",
+        tmp_path / "g.pt",
+        "-m",
+        "tf1-to-torch",
+        "--verify",
+        "--report",
+        report,
+    )
+    assert code == 0 and report.is_file(), err
+    seen = {}
+
+    def check(page) -> None:
+        seen["summary"] = page.locator("#summary").inner_text()
+        seen["verdict"] = page.locator("#pair-0 .verdict").first.inner_text()
+        seen["svg"] = page.locator("#pair-0 figure svg").count()
+        seen["nine"] = _points(page, "pair-0-case-1")  # batch 1 x 9 steps from a zero state
+        seen["tolerance"] = page.locator('g[id="pair-0-tolerance"]').count()
+
+    opened = open_page(report, check, tmp_path / "verify-report.png")
+    assert opened.errors == [] and opened.requests == []
+    assert "OK" in seen["summary"] and seen["verdict"] == "APPROXIMATE" and seen["svg"] == 1
+    assert seen["tolerance"] == 1 and len(seen["nine"]) == 9
+    first, *later = [y for _, y in seen["nine"]]
+    assert all(first > y for y in later)  # the lowest error at step 1 (0, drawn at the floor), then higher
+    assert (tmp_path / "verify-report.png").stat().st_size > 10_000
+
+
+def test_a_failed_verification_is_reported_too_and_names_stay_text(tmp_path, capsys):
+    code, _, _ = run(capsys, "convert", SAMPLES / "tf1_lstm2", tmp_path / "m.pt", "-m", "tf1-to-torch")
+    state = torch.load(tmp_path / "m.pt", weights_only=True)
+    key = next(k for k in state if k.endswith("bias_ih_l0"))
+    state[key] += 0.5
+    torch.save(state, tmp_path / "bad.pt")
+    report = tmp_path / "bad <b>.html"
+    code, _, _ = run(
+        capsys, "verify", SAMPLES / "tf1_lstm2", tmp_path / "bad.pt", "-m", "tf1-to-torch", "--report", report
+    )
+    assert code == 1 and report.is_file()
+    html = report.read_text()
+    assert "bad <b>.pt" not in html and "FAILED" in html and "DIFFERS" in html
+
+    def check(page) -> None:
+        [y0, *_] = [y for _, y in _points(page, "pair-0-case-1")]
+        tol = _points(page, "pair-0-tolerance")[0][1]
+        assert y0 < tol  # already above the tolerance line at the first step
+
+    opened = open_page(report, check, tmp_path / "failed.png")
+    assert opened.errors == [] and opened.requests == []
+
+
+@pytest.mark.parametrize("args", [["--report", "x.html"]], ids=["report-without-verify"])
+def test_report_needs_a_verification(tmp_path, capsys, args):
+    code, _, err = run(capsys, "convert", SAMPLES / "tf1_gru", tmp_path / "g.pt", "-m", "tf1-to-torch", *args)
+    assert code == 2 and "go with --verify" in err
+    code, _, err = run(
+        capsys, "verify", SAMPLES / "tf1_gru", "--into", "torch", "--report", tmp_path / "x.html"
+    )
+    assert code == 2 and "not --into" in err
