@@ -60,6 +60,10 @@ def _pair(pair: PairResult) -> dict[str, Any]:
         "message": pair.message,
         "notes": pair.notes,
         "cases": [_case(c) for c in pair.cases],
+        "gates": [{**g.to_dict(), "label": g.label, "wrong": g.max_abs > pair.tolerance} for g in pair.gates],
+        "wrong_gates": [g.label for g in pair.wrong_gates()]
+        if len(pair.wrong_gates()) < len(pair.gates)
+        else [],
     }
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..cells.model import RNN
 from .cases import Run
+from .gates import GateError
 
 EQUAL, APPROXIMATE, DIFFERS, MISSING, NO_RESTORE = (
     "equal",
@@ -101,6 +102,11 @@ class PairResult:
     approximated_by: str | None = None  # the mapping and rule that declare it ("tf1-to-torch rule 'gru'")
     message: str | None = None
     notes: list[str] = field(default_factory=list)  # how a side was restored, when not the usual way
+    gates: list[GateError] = field(default_factory=list)  # each gate's pre-activation error (gates.py)
+
+    def wrong_gates(self) -> list[GateError]:
+        """The gates whose pre-activations differ beyond the tolerance, largest first."""
+        return sorted((g for g in self.gates if g.max_abs > self.tolerance), key=lambda g: -g.max_abs)
 
     @property
     def max_abs(self) -> float:
@@ -128,6 +134,7 @@ class PairResult:
             "message": self.message,
             "notes": self.notes,
             "cases": [vars(c) for c in self.cases],
+            "gates": [g.to_dict() for g in self.gates],
         }
 
 

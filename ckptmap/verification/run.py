@@ -26,6 +26,7 @@ from ..rules.plan import Plan
 from ..suggest import pair
 from .backends import backend
 from .cases import CASES, FIRST_STEP, Case, batches, nudged
+from .gates import gate_errors
 from .report import (
     APPROXIMATE,
     DIFFERS,
@@ -246,6 +247,7 @@ def _compare_pair(
         result.cases.append(errors)
     first = result.cases[cases.index(FIRST_STEP)] if FIRST_STEP in cases else None
     result.first_step_abs = first.max_abs if first else None
+    result.gates = gate_errors(found, match, plan.params)
     if all(c.within for c in result.cases):
         result.verdict = EQUAL
     elif approximate and first is not None and first.within:

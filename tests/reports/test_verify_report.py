@@ -53,27 +53,32 @@ def test_an_approximate_gru_report_opens_offline_and_shows_its_error_growing_fro
     assert (tmp_path / "verify-report.png").stat().st_size > 10_000
 
 
-def test_a_failed_verification_is_reported_too_and_names_stay_text(tmp_path, capsys):
+def test_a_tampered_lstm_report_names_the_wrong_gate_and_names_stay_text(tmp_path, capsys):
     code, _, _ = run(capsys, "convert", SAMPLES / "tf1_lstm2", tmp_path / "m.pt", "-m", "tf1-to-torch")
     state = torch.load(tmp_path / "m.pt", weights_only=True)
     key = next(k for k in state if k.endswith("bias_ih_l0"))
-    state[key] += 0.5
-    torch.save(state, tmp_path / "bad.pt")
-    report = tmp_path / "bad <b>.html"
-    code, _, _ = run(
-        capsys, "verify", SAMPLES / "tf1_lstm2", tmp_path / "bad.pt", "-m", "tf1-to-torch", "--report", report
-    )
+    units = state[key].shape[0] // 4
+    state[key][3 * units :] += 0.5  # the output gate's bias (PyTorch: i, f, g, o) of layer 0
+    bad = tmp_path / "bad <b>.pt"  # a name is text on the page, never markup
+    torch.save(state, bad)
+    report = tmp_path / "report.html"
+    code, _, _ = run(capsys, "verify", SAMPLES / "tf1_lstm2", bad, "-m", "tf1-to-torch", "--report", report)
     assert code == 1 and report.is_file()
     html = report.read_text()
-    assert "bad <b>.pt" not in html and "FAILED" in html and "DIFFERS" in html
+    assert "bad &lt;b&gt;.pt" in html and "bad <b>.pt" not in html
+    seen = {}
 
     def check(page) -> None:
+        seen["summary"] = page.locator("#summary").inner_text()
+        seen["wrong"] = page.locator("#pair-0 .wrong-gates").inner_text()
+        seen["rows"] = page.locator("#pair-0 tr.wrong").count()
         [y0, *_] = [y for _, y in _points(page, "pair-0-case-1")]
-        tol = _points(page, "pair-0-tolerance")[0][1]
-        assert y0 < tol  # already above the tolerance line at the first step
+        seen["above"] = y0 < _points(page, "pair-0-tolerance")[0][1]  # above the tolerance line at step 1
 
-    opened = open_page(report, check, tmp_path / "failed.png")
+    opened = open_page(report, check, tmp_path / "tampered.png")
     assert opened.errors == [] and opened.requests == []
+    assert "FAILED" in seen["summary"] and seen["above"]
+    assert seen["wrong"] == "Gates that differ: output gate (o) of layer 0 fw" and seen["rows"] == 1
 
 
 @pytest.mark.parametrize("args", [["--report", "x.html"]], ids=["report-without-verify"])
