@@ -187,6 +187,15 @@ def write_report(report: Any, path: PathLike) -> Path:
     return verify_page.write(report, path)
 
 
+def write_inspect_report(ckpt: Checkpoint, path: PathLike, *, progress: Progress | None = None) -> Path:
+    """A self-contained HTML page of `ckpt`: a treemap of its scopes by bytes, its RNNs, every
+    weight's statistics and the largest weights' histograms, read block by block. Needs the
+    `report` extra."""
+    from .reports import inspect_page
+
+    return inspect_page.write(ckpt, path, progress)
+
+
 def formats() -> tuple[registry.FormatSpec, ...]:
     """The table of formats: each one's name, framework, label, an example name, and whether (and
     how) ckptmap writes it. Reading it imports no format's code."""

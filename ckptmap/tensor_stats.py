@@ -108,3 +108,20 @@ def tensor_stats(entry: TensorEntry) -> TensorStats:
         total.nans,
         total.infs,
     )
+
+
+def histogram(entry: TensorEntry, low: float, high: float, bins: int = 40) -> tuple[list[int], list[float]]:
+    """Counts of the finite values in `bins` equal bins over [low, high] (the tensor's min and max,
+    from `tensor_stats`), and the bin edges; read block by block as the statistics are."""
+    if high <= low:  # one value: one bin around it
+        low, high = low - 0.5, high + 0.5
+
+    def count(block: np.ndarray) -> np.ndarray:
+        values = block.reshape(-1).astype(np.float64)
+        return np.histogram(values[np.isfinite(values)], bins=bins, range=(low, high))[0]
+
+    total = np.zeros(bins, np.int64)
+    for part in parallel.map_ahead(count, entry.blocks(BLOCK_BYTES)):
+        total += part
+    edges = np.linspace(low, high, bins + 1)
+    return [int(c) for c in total], [float(e) for e in edges]

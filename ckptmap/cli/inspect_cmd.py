@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from .. import api, display
-from ..errors import CkptmapError
+from ..errors import CkptmapError, UsageError
 from .progress import ProgressBar
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,6 +35,14 @@ def inspect(
             "--all", help="Also show optimizer slots and bookkeeping in the tree (--json always lists them)."
         ),
     ] = False,
+    report_html: Annotated[
+        str | None,
+        typer.Option(
+            "--report",
+            help="Also write a self-contained HTML page: bytes by scope (treemap), RNNs, statistics and "
+            "histograms of the weights. One PATH only.",
+        ),
+    ] = None,
     stats: Annotated[
         bool,
         typer.Option(
@@ -55,6 +63,8 @@ def inspect(
 
       ckptmap inspect model.pt --filter 'rnn\\.weight_ih'
     """
+    if report_html and len(paths) != 1:
+        raise UsageError("--report draws one checkpoint; give one PATH.")
     pick = api.name_filter(filter, option="--filter") if filter else None  # a bad one: wrong for every path
     results, failed = [], 0
     for k, path in enumerate(paths):
@@ -75,6 +85,12 @@ def inspect(
             print(("\n" if k else "") + result)
     if json_output:
         print(json.dumps(results[0] if len(paths) == 1 else results, indent=2))
+    if report_html:
+        bar = ProgressBar("Reading")
+        try:
+            api.write_inspect_report(api.load(paths[0]), report_html, progress=bar.update)
+        finally:
+            bar.close()
     if failed:
         print(f"Error: {failed} of {len(paths)} checkpoints could not be read.", file=sys.stderr)
         raise typer.Exit(2)
