@@ -187,6 +187,16 @@ def write_report(report: Any, path: PathLike) -> Path:
     return verify_page.write(report, path)
 
 
+def write_diff_report(report: DiffReport, path: PathLike) -> Path:
+    """`report` (of `diff(..., values=True)`) as a self-contained HTML page: per tensor max abs,
+    max rel and SQNR, drawn. Needs the `report` extra."""
+    from .reports import diff_page
+
+    if report.values is None:
+        raise UsageError("An HTML diff report shows values: compare them (values=True, --values).")
+    return diff_page.write(report, path)
+
+
 def write_inspect_report(ckpt: Checkpoint, path: PathLike, *, progress: Progress | None = None) -> Path:
     """A self-contained HTML page of `ckpt`: a treemap of its scopes by bytes, its RNNs, every
     weight's statistics and the largest weights' histograms, read block by block. Needs the

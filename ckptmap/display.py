@@ -7,6 +7,7 @@ API cannot drift apart. Rendering reads no tensor and imports neither numpy nor 
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -178,6 +179,12 @@ def diff(report: DiffReport) -> list[str]:
     return lines
 
 
+def _db(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return "inf" if math.isinf(value) else f"{value:.1f}"
+
+
 def _values(values: Sequence[ValueDiff], tolerance: float) -> list[str]:
     identical = sum(v.identical for v in values)
     within = sum(v.equal and not v.identical for v in values)
@@ -189,12 +196,12 @@ def _values(values: Sequence[ValueDiff], tolerance: float) -> list[str]:
         counts.append(f"{differ} DIFFER" + (f" (tolerance {tolerance:g})" if tolerance else ""))
     lines = [f"Values of {len(values)} tensors in both: {', '.join(counts)}"]
     rows = [
-        (v.name, number(v.max_abs), number(v.max_rel), "within" if v.equal else "DIFFERS")
+        (v.name, number(v.max_abs), number(v.max_rel), _db(v.sqnr_db), "within" if v.equal else "DIFFERS")
         for v in values
         if not v.identical
     ]
     if rows:
-        lines += table([("tensor", "max abs", "max rel", "verdict"), *rows])
+        lines += table([("tensor", "max abs", "max rel", "SQNR dB", "verdict"), *rows])
     return lines
 
 

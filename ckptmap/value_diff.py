@@ -41,6 +41,9 @@ class ValueDiff:
     max_rel: float | None
     identical: bool  # every element equal
     equal: bool  # identical, or `max_abs` within the tolerance
+    # Signal-to-quantization-noise ratio, 10 log10(sum a^2 / sum (a - b)^2) over the elements finite
+    # in both: how a dtype cast or a quantization of `a` came out (inf when nothing differs there).
+    sqnr_db: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         # Strict JSON has no Infinity: an infinite difference (NaN against a number) is null.
@@ -53,6 +56,7 @@ class ValueDiff:
             "max_rel": finite(self.max_rel),
             "identical": self.identical,
             "equal": self.equal,
+            "sqnr_db": finite(self.sqnr_db),
         }
 
 
@@ -81,15 +85,34 @@ def compare_entries(ea: TensorEntry, eb: TensorEntry, tolerance: float = 0.0) ->
     if ea.dtype == "string":  # TF string tensors: small, and not numbers
         same = bool(np.array_equal(ea.read(), eb.read()))
         return ValueDiff(ea.name, None, None, same, same)
-    max_abs, scale, identical = 0.0, 0.0, True
+    max_abs, scale, identical, signal, noise = 0.0, 0.0, True, 0.0, 0.0
     for x, y in _aligned(ea.blocks(BLOCK_BYTES), eb.blocks(BLOCK_BYTES)):
         block_abs, block_scale, block_identical = _block(x, y)
         max_abs, scale = max(max_abs, block_abs), max(scale, block_scale)
         identical = identical and block_identical
+        if not block_identical:
+            block_signal, block_noise = _powers(x, y)
+            signal, noise = signal + block_signal, noise + block_noise
+        else:
+            signal += _powers(x, x)[0]
     if identical:
-        return ValueDiff(ea.name, 0.0, 0.0, True, True)
+        return ValueDiff(ea.name, 0.0, 0.0, True, True, math.inf)
     rel = max_abs / scale if scale > 0 and math.isfinite(max_abs) else math.inf
-    return ValueDiff(ea.name, max_abs, rel, False, max_abs <= tolerance)
+    return ValueDiff(ea.name, max_abs, rel, False, max_abs <= tolerance, _sqnr(signal, noise))
+
+
+def _powers(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """sum |x|^2 and sum |x - y|^2 over the elements finite in both."""
+    wide = np.complex128 if "c" in (x.dtype.kind, y.dtype.kind) else np.float64
+    xw, yw = x.astype(wide), y.astype(wide)
+    both = np.isfinite(xw) & np.isfinite(yw)
+    return float(np.sum(np.abs(xw[both]) ** 2)), float(np.sum(np.abs(xw[both] - yw[both]) ** 2))
+
+
+def _sqnr(signal: float, noise: float) -> float | None:
+    if noise == 0:
+        return math.inf
+    return 10 * math.log10(signal / noise) if signal > 0 else None
 
 
 def _block(x: np.ndarray, y: np.ndarray) -> tuple[float, float, bool]:

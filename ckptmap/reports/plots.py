@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -90,6 +91,23 @@ def histogram(counts: Sequence[int], edges: Sequence[float], gid: str) -> str:
         axes.tick_params(labelsize=6)
         for side in ("top", "right", "left"):
             axes.spines[side].set_visible(False)
+        return _svg(figure)
+
+
+def sqnr_bars(items: Sequence[tuple[str, float | None]], gid: str) -> str:
+    """Horizontal bars of SQNR in dB, one per tensor (identical ones, infinite, drawn to the right
+    edge and labelled so); bar k has the SVG id `<gid>-<k>`."""
+    finite = [v for _, v in items if v is not None and math.isfinite(v)]
+    edge = max([*finite, 0.0]) + 10
+    with _figure(_WIDTH, 0.6 + 0.28 * max(1, len(items))) as (figure, axes):
+        for k, (_, value) in enumerate(items):
+            width = edge if value is None or not math.isfinite(value) else value
+            (bar,) = axes.barh([k], [width], color=KIND_COLOURS["weight"] if value is not None else "#bbb")
+            bar.set_gid(f"{gid}-{k}")
+        axes.set_yticks(range(len(items)), [label for label, _ in items], fontsize=7)
+        axes.invert_yaxis()
+        axes.set_xlabel("SQNR (dB): higher is closer")
+        axes.grid(True, axis="x", alpha=0.3)
         return _svg(figure)
 
 

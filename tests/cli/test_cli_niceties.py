@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import math
 import re
 from pathlib import Path
 
@@ -54,8 +55,8 @@ def test_diff_values_finds_the_one_tensor_a_forget_bias_changed(capsys, tmp_path
     assert code == 0 and "Same names, shapes and dtypes." in out  # without --values: alike
     code, out, _ = run(capsys, "diff", a, b, "--values")
     assert code == 1 and "Values of 8 tensors in both: 6 identical, 2 DIFFER" in out
-    assert re.search(r"bias_ih_l0\s+5\.0e-01\s+\S+\s+DIFFERS", out)
-    assert re.search(r"bias_ih_l1\s+5\.0e-01\s+\S+\s+DIFFERS", out)
+    assert re.search(r"bias_ih_l0\s+5\.0e-01\s+\S+\s+\d+\.\d\s+DIFFERS", out)  # max abs, rel, SQNR dB
+    assert re.search(r"bias_ih_l1\s+5\.0e-01\s+\S+\s+\d+\.\d\s+DIFFERS", out)
     assert "weight_ih_l0" not in out  # identical tensors are counted, not listed
     code, out, _ = run(capsys, "diff", a, b, "--values", "--tolerance", "0.6")
     assert code == 0 and "Same names, shapes, dtypes and values (within tolerance 0.6)." in out
@@ -94,6 +95,8 @@ def test_diff_values_json_has_every_tensor_and_strict_json(capsys, tmp_path):
         "max_rel": 0.25 / 11,
         "identical": False,
         "equal": False,
+        # sum of w^2 = 0^2 + ... + 11^2 = 506 over noise 0.25^2
+        "sqnr_db": pytest.approx(10 * math.log10(506 / 0.0625)),
     }
     assert values["nan"]["max_abs"] is None and not values["nan"]["equal"]
     assert values["big"]["max_abs"] == 1.0 and not values["big"]["identical"]
