@@ -1,10 +1,10 @@
 """Per-tensor value statistics (`ckptmap inspect --stats`): min, max, mean, std, zeros, NaN and Inf.
 
-A tensor is walked in blocks of about a megabyte (`TensorEntry.blocks`: views of the memory-mapped
-file), each block reduced to a partial summary on a worker thread (numpy's reductions release the
-GIL) and the partials merged in order with Chan et al.'s pairwise update of the mean and the sum of
-squared deviations, so neither memory nor float64 round-off grows with the tensor. Mean, std, min
-and max are over the finite values; NaN and Inf are counted apart.
+A tensor is walked in blocks of about a megabyte (`TensorEntry.blocks`' default: views of the
+memory-mapped file), each block reduced to a partial summary on a worker thread (numpy's
+reductions release the GIL) and the partials merged in order with Chan et al.'s pairwise update
+of the mean and the sum of squared deviations, so neither memory nor float64 round-off grows with
+the tensor. Mean, std, min and max are over the finite values; NaN and Inf are counted apart.
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .entry import TensorEntry
 else:
     np = lazy.module("numpy")
-
-BLOCK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -94,7 +92,7 @@ def tensor_stats(entry: TensorEntry) -> TensorStats:
     if entry.dtype == "string":
         return TensorStats(entry.name, entry.size, None, None, None, None, 0, 0, 0)
     total = _Partial()
-    for part in parallel.map_ahead(_summarize, entry.blocks(BLOCK_BYTES)):
+    for part in parallel.map_ahead(_summarize, entry.blocks()):
         total.merge(part)
     some = total.finite > 0
     return TensorStats(
@@ -121,7 +119,7 @@ def histogram(entry: TensorEntry, low: float, high: float, bins: int = 40) -> tu
         return np.histogram(values[np.isfinite(values)], bins=bins, range=(low, high))[0]
 
     total = np.zeros(bins, np.int64)
-    for part in parallel.map_ahead(count, entry.blocks(BLOCK_BYTES)):
+    for part in parallel.map_ahead(count, entry.blocks()):
         total += part
     edges = np.linspace(low, high, bins + 1)
     return [int(c) for c in total], [float(e) for e in edges]

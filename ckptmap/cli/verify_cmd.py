@@ -117,8 +117,8 @@ def render_verify(report: VerifyReport) -> list[str]:
             why = p.message or f"max abs error {_num(p.max_abs)} > tolerance {p.tolerance:g}"
             declared = f" The mapping declares it approximate: {p.approximate}" if p.approximate else ""
             notes.append(f"{i}. {why}.{declared}")
-            wrong = p.wrong_gates()
-            if wrong and len(wrong) < len(p.gates):  # some gates wrong, not all: name them
+            wrong = p.blamed_gates()
+            if wrong:
                 shown = "; ".join(f"{g.label} off by {_num(g.max_abs)}" for g in wrong[:4])
                 notes.append(f"{i}. gates whose pre-activations differ: {shown}.")
         notes += [f"{i}. {n}." for n in p.notes]

@@ -66,7 +66,7 @@ def checkpoint(path: Path, graph: Graph) -> Checkpoint:
                     f"{path}: {node.op_type} node {node.name or scope}: input {role} ({name}) has shape "
                     f"{list(init.dims)}, not [{len(directions)}, ...] for direction {settings['direction']}."
                 )
-            dt = _dtype(path, init)
+            dt = _dtype(init)
             if dt is None:
                 raise FormatError(
                     f"{path}: {node.op_type} node {node.name or scope}: input {role} holds strings."
@@ -81,7 +81,7 @@ def checkpoint(path: Path, graph: Graph) -> Checkpoint:
     for init in graph.initializers:
         if init.name in used:
             continue
-        dt = _dtype(path, init)
+        dt = _dtype(init)
         if dt is None:  # strings, float8, int4: no weights of an RNN
             unread.append(init.name)
             continue
@@ -134,7 +134,7 @@ def _notes(graph: Graph, used: set[str], skipped: list[str], unread: list[str]) 
     return notes
 
 
-def _dtype(path: Path, init: Initializer) -> dtypes.DType | None:
+def _dtype(init: Initializer) -> dtypes.DType | None:
     if init.data_type == _STRING:
         return None
     try:

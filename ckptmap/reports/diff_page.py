@@ -4,7 +4,6 @@ the differing ones drawn (how a cast to float16 or a quantization came out, tens
 
 from __future__ import annotations
 
-import datetime
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,8 +21,6 @@ def write(report: DiffReport, path: str | Path) -> Path:
 
 
 def page(report: DiffReport) -> str:
-    from markupsafe import Markup  # the SVG is ours, drawn by matplotlib
-
     values = report.values or []
     differing = sorted((v for v in values if not v.identical), key=lambda v: _order(v.sqnr_db))
     shown = differing[:MAX_BARS]
@@ -40,10 +37,9 @@ def page(report: DiffReport) -> str:
         changed=report.changed,
         values=[_row(v) for v in values],
         identical=sum(v.identical for v in values),
-        chart=Markup(chart) if chart else None,
+        chart=chart,
         charted=len(shown),
         differing=len(differing),
-        made=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     )
 
 

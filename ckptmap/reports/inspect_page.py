@@ -6,7 +6,6 @@ and the pages of the tensor being read."""
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,8 +28,6 @@ def write(ckpt: Checkpoint, path: str | Path, progress: Callable[[int], None] | 
 
 
 def page(ckpt: Checkpoint, progress: Callable[[int], None] | None = None) -> str:
-    from markupsafe import Markup  # the SVG is ours, drawn by matplotlib
-
     entries = list(ckpt.entries.values())
     weights = [e for e in entries if e.kind == kinds.WEIGHT]
     stats = []
@@ -44,7 +41,7 @@ def page(ckpt: Checkpoint, progress: Callable[[int], None] | None = None) -> str
         plot = None
         if entry.name in largest and s.minimum is not None:
             counts, edges = histogram(entry, s.minimum, s.maximum)
-            plot = Markup(plots.histogram(counts, edges, gid=f"hist-{k}"))
+            plot = plots.histogram(counts, edges, gid=f"hist-{k}")
         rows.append({"entry": entry, "shape": display.shape(entry.shape), "size": display.size(entry.nbytes),
                      "stats": s, "plot": plot})  # fmt: skip
     blocks = _blocks(entries)
@@ -63,13 +60,12 @@ def page(ckpt: Checkpoint, progress: Callable[[int], None] | None = None) -> str
             for kind in plots.KIND_COLOURS
         ],
         colours=plots.KIND_COLOURS,
-        treemap=Markup(plots.treemap(blocks, gid="scope")),
+        treemap=plots.treemap(blocks, gid="scope"),
         blocks=[{"label": label, "size": display.size(n), "kind": kind} for label, n, kind in blocks],
         rnns=[r.describe() for r in ckpt.rnns],
         notes=ckpt.notes,
         rows=rows,
         histograms=sum(1 for r in rows if r["plot"] is not None),
-        made=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     )
 
 

@@ -43,11 +43,15 @@ def _figure(width: float, height: float) -> Iterator[tuple[Any, Any]]:
 
 
 def _svg(figure: Any) -> str:
+    """The figure as inline SVG (no XML declaration or DOCTYPE), marked safe for the templates'
+    autoescaping: it is markup matplotlib drew here, not text from a file."""
+    from markupsafe import Markup  # Jinja2's own
+
     figure.tight_layout()
     out = io.StringIO()
     figure.savefig(out, format="svg")
     text = out.getvalue()
-    return text[text.index("<svg") :]  # inline: no XML declaration or DOCTYPE
+    return Markup(text[text.index("<svg") :])
 
 
 # Colours of the kinds of tensor (kinds.py): weights, optimizer slots, bookkeeping.

@@ -3,6 +3,7 @@ checkpoint (which a crafted file chooses) are text, never markup."""
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ def page(template: str, **context: Any) -> str:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    return env.get_template(template).render(**context)
+    made = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return env.get_template(template).render(made=made, **context)
 
 
 def save(html: str, path: str | Path) -> Path:

@@ -4,7 +4,6 @@ versions of the frameworks that ran both sides."""
 
 from __future__ import annotations
 
-import datetime
 import importlib.metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,13 +23,11 @@ def write(report: VerifyReport, path: str | Path) -> Path:
 
 
 def page(report: VerifyReport) -> str:
-    from markupsafe import Markup  # Jinja2's own: the SVG is ours, drawn by matplotlib
-
     pairs = []
     for k, pair in enumerate(report.pairs):
         series = [(c.case, c.step_abs) for c in pair.cases if c.step_abs]
         svg = plots.error_per_step(series, pair.tolerance, gid=f"pair-{k}") if series else None
-        pairs.append({**_pair(pair), "index": k, "plot": Markup(svg) if svg else None})
+        pairs.append({**_pair(pair), "index": k, "plot": svg})
     return render.page(
         "verify.html.j2",
         title=f"ckptmap verify: {Path(report.source).name} vs {Path(report.destination).name}",
@@ -43,7 +40,6 @@ def page(report: VerifyReport) -> str:
         pairs=pairs,
         unpaired=[r.describe() for r in report.unpaired],
         versions=_versions(),
-        made=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     )
 
 
@@ -61,9 +57,7 @@ def _pair(pair: PairResult) -> dict[str, Any]:
         "notes": pair.notes,
         "cases": [_case(c) for c in pair.cases],
         "gates": [{**g.to_dict(), "label": g.label, "wrong": g.max_abs > pair.tolerance} for g in pair.gates],
-        "wrong_gates": [g.label for g in pair.wrong_gates()]
-        if len(pair.wrong_gates()) < len(pair.gates)
-        else [],
+        "wrong_gates": [g.label for g in pair.blamed_gates()],
     }
 
 

@@ -14,7 +14,6 @@ input bias by an approximate mapping) nothing is blamed that the outputs would n
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,14 +22,12 @@ import numpy as np
 
 from ..cells.layouts import layout
 from ..cells.recognize import find_in_entries
+from ..errors import CkptmapError
 from ..pipeline import apply, resolve_mappings
 from ..recognition import Recognized
 from ..rules.mapping import builtin_chain
 
 _CANONICAL = "torch"
-_PARAM = re.compile(
-    r"(?:.*/)?(?P<role>weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(?P<layer>\d+)(?P<rev>_reverse)?"
-)
 GATE_NAMES = {
     "i": "input gate",
     "f": "forget gate",
@@ -111,7 +108,7 @@ def _canonical(side: Recognized, params: Mapping[str, Any]) -> dict[tuple[int, b
             mappings = resolve_mappings(list(chain), {})
             known = {k: v for k, v in params.items() if any(k in m.params for m in mappings)}
             part, _ = apply(part, resolve_mappings(list(chain), known))
-        except Exception:  # a side no built-in mapping converts (refused, approximate elsewhere)
+        except CkptmapError:  # a side no built-in mapping converts (refused: peepholes, projections)
             return {}
     found = find_in_entries(part.entries)
     if any(r.framework != _CANONICAL or r.proj for r in found) or not found:
@@ -121,12 +118,7 @@ def _canonical(side: Recognized, params: Mapping[str, Any]) -> dict[tuple[int, b
     for rnn in found:  # a stack of Keras layers is several modules: their layers follow each other
         for cell in rnn.cells:
             cells[(offset + cell.layer, cell.reverse)] = {
-                _role(name): np.asarray(part[name], np.float64) for name in cell.members.values()
+                role: np.asarray(part[name], np.float64) for role, name in cell.members.items()
             }
         offset += rnn.layers
     return cells
-
-
-def _role(name: str) -> str:
-    m = _PARAM.fullmatch(name)
-    return m["role"] if m else name

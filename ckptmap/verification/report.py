@@ -108,6 +108,12 @@ class PairResult:
         """The gates whose pre-activations differ beyond the tolerance, largest first."""
         return sorted((g for g in self.gates if g.max_abs > self.tolerance), key=lambda g: -g.max_abs)
 
+    def blamed_gates(self) -> list[GateError]:
+        """The wrong gates, when only some are: those are worth naming (every gate wrong is a
+        wrong RNN, a transposed input or a lost layer, not a slicing slip)."""
+        wrong = self.wrong_gates()
+        return wrong if len(wrong) < len(self.gates) else []
+
     @property
     def max_abs(self) -> float:
         return max((c.max_abs for c in self.cases), default=0.0)

@@ -260,3 +260,13 @@ def test_an_encoder_feeding_a_decoder_is_two_rnns_not_one_stack(tmp_path, capsys
     assert code == 0 and out.count("EQUAL") == 2, out + err
     state = torch.load(tmp_path / "m.pt", weights_only=True)
     assert "dec.weight_ih_l0" in state and "enc.weight_ih_l1" not in state
+
+
+def test_the_names_and_values_a_model_may_hold_are_bounded_all_together(tmp_path, capsys, monkeypatch):
+    from ckptmap.formats import onnx_graph
+
+    monkeypatch.setattr(onnx_graph, "MAX_ITEMS", 1000)  # 5 million in use: a small file shows the bound
+    node = helper.make_node("Identity", [f"i{k}" for k in range(2000)], ["y"])  # one node, 2000 inputs
+    path = _graph_file(tmp_path / "wide.onnx", [node])
+    code, _, err = run(capsys, "inspect", path)
+    assert code == 2 and "more than 1000 names, values and nodes" in err and str(path) in err

@@ -32,20 +32,18 @@ def _failing(exc: BaseException) -> Checkpoint:
     return _checkpoint(fail)
 
 
-@pytest.fixture(autouse=True)
-def _templates(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Templates for the formats written into an existing file, outside the folders under test."""
-    global _TEMPLATES
+@pytest.fixture(scope="module")
+def write(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, Checkpoint, Path], None]:
+    """`write(fmt, ckpt, path)` with what each writer needs: a template for the formats written
+    into an existing file, kept outside the folders under test."""
     folder = tmp_path_factory.mktemp("templates")
     names = {"dense/kernel": ((3,), "float32"), "dense/bias": ((3,), "float32")}
-    _TEMPLATES = {f.name: writer_options(f, folder, names) for f in registry.FORMATS if f.writable}
+    options = {f.name: writer_options(f, folder, names) for f in registry.FORMATS if f.writable}
 
+    def run(fmt: str, ckpt: Checkpoint, path: Path) -> None:
+        registry.spec(fmt).load().write(ckpt, path, **options[fmt])
 
-_TEMPLATES: dict[str, dict] = {}
-
-
-def _write(fmt: str, ckpt: Checkpoint, path: Path) -> None:
-    registry.spec(fmt).load().write(ckpt, path, **_TEMPLATES[fmt])
+    return run
 
 
 def _raises(fmt: str, exc: BaseException) -> pytest.RaisesContext:
@@ -58,22 +56,22 @@ def _raises(fmt: str, exc: BaseException) -> pytest.RaisesContext:
 
 @pytest.mark.parametrize("exc", FAILURES, ids=["error", "ctrl-c"])
 @pytest.mark.parametrize("fmt", DESTINATIONS)
-def test_failed_write_leaves_no_files(tmp_path: Path, fmt: str, exc: BaseException) -> None:
+def test_failed_write_leaves_no_files(write, tmp_path: Path, fmt: str, exc: BaseException) -> None:
     name = DESTINATIONS[fmt]
     with _raises(fmt, exc):
-        _write(fmt, _failing(exc), tmp_path / "new_dir" / name)
+        write(fmt, _failing(exc), tmp_path / "new_dir" / name)
     with _raises(fmt, exc):
-        _write(fmt, _failing(exc), tmp_path / name)
+        write(fmt, _failing(exc), tmp_path / name)
     assert list(tmp_path.iterdir()) == []  # no outputs, no hidden temporaries, no new directory
 
 
 @pytest.mark.parametrize("fmt", DESTINATIONS)
-def test_a_failed_write_over_a_checkpoint_leaves_it_as_it_was(tmp_path: Path, fmt: str) -> None:
+def test_a_failed_write_over_a_checkpoint_leaves_it_as_it_was(write, tmp_path: Path, fmt: str) -> None:
     path = tmp_path / DESTINATIONS[fmt]
-    _write(fmt, _checkpoint(lambda: np.ones(3, np.float32)), path)
+    write(fmt, _checkpoint(lambda: np.ones(3, np.float32)), path)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     assert before  # the checkpoint that must survive is there
     failure = RuntimeError("source vanished")
     with _raises(fmt, failure):
-        _write(fmt, _failing(failure), path)
+        write(fmt, _failing(failure), path)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
