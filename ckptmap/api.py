@@ -184,6 +184,7 @@ def write_report(report: Any, path: PathLike) -> Path:
 
     if not isinstance(report, VerifyReport):
         raise UsageError("An HTML report is made of a verification of SRC against DST, not of --into.")
+    _refuse_overwriting_source([Path(path)], [report.source, report.destination])
     return verify_page.write(report, path)
 
 
@@ -194,6 +195,7 @@ def write_diff_report(report: DiffReport, path: PathLike) -> Path:
 
     if report.values is None:
         raise UsageError("An HTML diff report shows values: compare them (values=True, --values).")
+    _refuse_overwriting_source([Path(path)], [report.a, report.b])
     return diff_page.write(report, path)
 
 
@@ -203,6 +205,7 @@ def write_inspect_report(ckpt: Checkpoint, path: PathLike, *, progress: Progress
     `report` extra."""
     from .reports import inspect_page
 
+    _refuse_overwriting_source([Path(path)], ckpt.files)
     return inspect_page.write(ckpt, path, progress)
 
 

@@ -89,3 +89,19 @@ def test_report_needs_a_verification(tmp_path, capsys, args):
         capsys, "verify", SAMPLES / "tf1_gru", "--into", "torch", "--report", tmp_path / "x.html"
     )
     assert code == 2 and "not --into" in err
+
+
+def test_a_report_never_replaces_a_checkpoint_it_was_made_from(tmp_path, capsys):
+    code, _, _ = run(capsys, "convert", SAMPLES / "tf1_gru", tmp_path / "g.pt", "-m", "tf1-to-torch")
+    before = (tmp_path / "g.pt").read_bytes()
+    code, _, err = run(
+        capsys, "verify", SAMPLES / "tf1_gru", tmp_path / "g.pt", "--report", tmp_path / "g.pt"
+    )
+    assert code == 2 and "refusing to write over the source" in err
+    code, _, err = run(capsys, "inspect", tmp_path / "g.pt", "--report", tmp_path / "g.pt")
+    assert code == 2 and "refusing to write over the source" in err
+    code, _, err = run(
+        capsys, "diff", tmp_path / "g.pt", tmp_path / "g.pt", "--values", "--report", tmp_path / "g.pt"
+    )
+    assert code == 2 and "refusing to write over the source" in err
+    assert (tmp_path / "g.pt").read_bytes() == before
